@@ -1,0 +1,30 @@
+"""Errors the engine raises for bad input: each names the file or point and the problem."""
+
+from __future__ import annotations
+
+
+class SymbiontError(Exception):
+    """Base class: a problem the user can act on (shown as-is in the CLI and the app)."""
+
+
+class ModelLoadError(SymbiontError):
+    """A model could not be found, read or converted (missing, truncated, corrupt, unsupported)."""
+
+
+class GGUFError(ModelLoadError):
+    """A GGUF file is unreadable or uses an architecture or tensor type we do not support."""
+
+
+class HookPointError(SymbiontError, KeyError):
+    """A hook point name that does not exist on this model (or a layer index out of range)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MemoryBudgetError(SymbiontError):
+    """Loading or caching would exceed the configured memory budget."""
+
+
+class ContextLengthError(SymbiontError):
+    """A prompt longer than the model's context length."""
