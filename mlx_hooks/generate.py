@@ -1,0 +1,179 @@
+"""Hooked streaming generation: mlx-lm's ``stream_generate`` with hooks attached,
+turned into a stream of small frozen step records.
+
+Generation, sampling and the KV cache are mlx-lm's; this module adds what an
+instrument needs per token: the chosen token's probability, the entropy (bits) of the
+raw and of the sampling distribution, the top-k alternatives, the captured
+activations of the position that produced the token, and the output of any
+"readers" (e.g. SAE feature meters) run on those activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_lm.generate import stream_generate
+from mlx_lm.models.cache import make_prompt_cache
+
+from .activation_cache import ActivationRecorder, CacheConfig
+from .errors import ContextLengthError
+from .hooks import HookSession
+from .interventions import Intervention
+from .sampling import SamplingSettings, entropy_bits
+
+Reader = Callable[[Mapping[str, mx.array]], Any]
+"""Runs on the engine thread with one step's activations (``[D]`` per point); returns plain values."""
+
+
+@dataclass(frozen=True)
+class TokenAlternative:
+    token: int
+    prob: float
+    """Probability under the model's raw (temperature-1, unfiltered) distribution."""
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """One generated token and what the instrument saw while choosing it."""
+
+    index: int
+    """0-based index among this generation's tokens."""
+    position: int
+    """Absolute position of the token in the sequence (prompt starts at 0)."""
+    token: int
+    text: str
+    """Text piece this token completes (may be empty mid-way through a multi-byte character)."""
+    prob: float
+    """Probability the model gave the chosen token (raw distribution)."""
+    sampling_prob: float
+    """Probability of the chosen token under the distribution actually sampled."""
+    entropy: float
+    """Entropy (bits) of the sampling distribution (after temperature and filters)."""
+    raw_entropy: float
+    """Entropy (bits) of the model's raw next-token distribution."""
+    top_k: tuple[TokenAlternative, ...]
+    """Most likely tokens under the raw distribution, best first."""
+    activations: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Captured activations at ``position - 1`` (the position whose output chose this token), ``[D]`` float32."""
+    readings: Mapping[str, Any] = field(default_factory=dict)
+    """Outputs of the readers, by reader name."""
+    finish_reason: str | None = None
+    """``"stop"`` (end-of-sequence token), ``"length"`` (max tokens) or None while going on."""
+    generation_tps: float = 0.0
+    prompt_tokens: int = 0
+
+
+def context_length(model: nn.Module) -> int | None:
+    args = getattr(model, "args", None)
+    for attr in ("max_position_embeddings", "context_length", "max_seq_len"):
+        value = getattr(args, attr, None) if args is not None else None
+        if value:
+            return int(value)
+    return None
+
+
+def encode_prompt(tokenizer, prompt: str | Sequence[int]) -> list[int]:
+    if isinstance(prompt, str):
+        bos = getattr(tokenizer, "bos_token", None)
+        return list(tokenizer.encode(prompt, add_special_tokens=bos is None or not prompt.startswith(bos)))
+    return [int(t) for t in prompt]
+
+
+def hooked_stream_generate(
+    model: nn.Module,
+    tokenizer,
+    prompt: str | Sequence[int],
+    *,
+    max_tokens: int = 256,
+    sampling: SamplingSettings = SamplingSettings(),
+    capture: Iterable[str] = (),
+    interventions: Mapping[str, Sequence[Intervention] | Intervention] | None = None,
+    recorder: ActivationRecorder | None = None,
+    cache_config: CacheConfig | None = None,
+    prompt_cache: list | None = None,
+    top_k: int = 5,
+    readers: Mapping[str, Reader] | None = None,
+    step_activations: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    session_out: list | None = None,
+) -> Iterator[GenerationStep]:
+    """Stream a generation with hooks attached; see :class:`GenerationStep`.
+
+    ``prompt_cache`` (mlx-lm KV cache) may already hold earlier tokens: ``prompt`` then
+    holds only the new ones and positions continue from the cache's offset.
+    ``should_stop`` is polled between steps (cancellation). The hooks are removed when
+    the generator finishes, is closed, or raises. ``session_out``, if given, receives
+    the :class:`HookSession` (to change interventions between steps).
+    """
+    tokens = encode_prompt(tokenizer, prompt)
+    if not tokens:
+        raise ValueError("empty prompt")
+    if prompt_cache is None:
+        prompt_cache = make_prompt_cache(model)
+    offset = int(getattr(prompt_cache[0], "offset", 0)) if prompt_cache else 0
+    limit = context_length(model)
+    if limit is not None and offset + len(tokens) >= limit:
+        raise ContextLengthError(
+            f"prompt of {offset + len(tokens)} tokens does not fit the model's context length of {limit}"
+        )
+    if limit is not None:
+        max_tokens = min(max_tokens, limit - offset - len(tokens))
+    prompt_end = offset + len(tokens)
+    session = HookSession(model, capture, interventions, recorder, cache_config, prompt_length=prompt_end)
+    if session_out is not None:
+        session_out.append(session)
+    if sampling.seed is not None:
+        mx.random.seed(sampling.seed)
+    wants_activations = bool(session.capture_points) and (step_activations or readers)
+
+    with session.attached():
+        responses = stream_generate(
+            model, tokenizer, mx.array(tokens), max_tokens=max_tokens,
+            sampler=sampling.make_sampler(), prompt_cache=prompt_cache,
+        )
+        for index, response in enumerate(responses):
+            position = prompt_end + index
+            activations_mx = (
+                {p: session.recorder.at(p, position - 1)[0] for p in session.capture_points}
+                if wants_activations else {}
+            )
+            step = _make_step(
+                index, position, response, tokenizer, sampling, top_k, activations_mx,
+                step_activations, readers,
+            )
+            session.recorder.settle()
+            yield step
+            if step.finish_reason is not None or (should_stop is not None and should_stop()):
+                break
+
+
+def _make_step(index, position, response, tokenizer, sampling, top_k, activations_mx, step_activations, readers):
+    logprobs = response.logprobs  # [V], raw (already normalised by mlx-lm)
+    token = int(response.token)
+    sampled = sampling.sampling_logprobs(logprobs)  # [V]
+    k = min(top_k, logprobs.shape[-1])
+    top_ids = mx.argpartition(-logprobs, k - 1)[:k] if k > 0 else mx.zeros((0,), dtype=mx.int32)
+    stats = [logprobs[token], sampled[token], entropy_bits(sampled), entropy_bits(logprobs), top_ids, logprobs[top_ids]]
+    mx.eval(stats, list(activations_mx.values()))
+    lp, slp, ent, raw_ent = (float(s.item()) for s in stats[:4])
+    ids, id_logprobs = stats[4].tolist(), stats[5].tolist()
+    order = sorted(range(len(ids)), key=lambda i: -id_logprobs[i])
+    alternatives = tuple(
+        TokenAlternative(ids[i], float(np.exp(id_logprobs[i])), tokenizer.decode([ids[i]])) for i in order
+    )
+    readings = {name: reader(activations_mx) for name, reader in (readers or {}).items()}
+    activations = (
+        {p: np.array(a.astype(mx.float32)) for p, a in activations_mx.items()} if step_activations else {}
+    )
+    return GenerationStep(
+        index=index, position=position, token=token, text=response.text,
+        prob=float(np.exp(lp)), sampling_prob=float(np.exp(slp)), entropy=max(ent, 0.0) + 0.0,
+        raw_entropy=max(raw_ent, 0.0) + 0.0, top_k=alternatives, activations=activations, readings=readings,
+        finish_reason=response.finish_reason, generation_tps=float(response.generation_tps),
+        prompt_tokens=int(response.prompt_tokens),
+    )

