@@ -3,35 +3,43 @@
 Hooks on an mlx-lm model's residual stream, activation capture across a streamed
 generation, interventions, logit lens and activation patching, and one loader for
 the embedded default model, Hugging Face repos, local folders and GGUF files.
+
+Names are imported lazily, so ``import mlx_hooks.backend`` does not load MLX: a
+launcher must be able to re-execute itself with an optimized BLAS before MLX's
+bundled one is mapped (see :mod:`mlx_hooks.backend`).
 """
 
-from .activation_cache import ActivationRecorder, CacheConfig
-from .chat import ChatSession
-from .errors import (
-    ContextLengthError,
-    GGUFError,
-    HookPointError,
-    MemoryBudgetError,
-    ModelLoadError,
-    SymbiontError,
-)
-from .fingerprint import ModelFingerprint, fingerprint_model
-from .generate import GenerationStep, TokenAlternative, hooked_stream_generate
-from .hooks import HookSession, hook_points, hooked
-from .interventions import Ablate, AddVector, ForwardContext, FunctionIntervention, Patch, position_mask
-from .lens import LensResult, logit_lens, run_logit_lens
-from .loader import LoadedModel, load_model, resolve_source
-from .patching import PatchingResult, activation_patching
-from .points import HookPoint, ModelAdapter
-from .sampling import SamplingSettings, entropy_bits
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Ablate", "ActivationRecorder", "AddVector", "CacheConfig", "ChatSession", "ContextLengthError",
-    "ForwardContext", "FunctionIntervention", "GGUFError", "GenerationStep", "HookPoint", "HookPointError",
-    "HookSession", "LensResult", "LoadedModel", "MemoryBudgetError", "ModelAdapter", "ModelFingerprint",
-    "ModelLoadError", "Patch", "PatchingResult", "SamplingSettings", "SymbiontError", "TokenAlternative",
-    "activation_patching", "entropy_bits", "fingerprint_model", "hook_points", "hooked",
-    "hooked_stream_generate", "load_model", "logit_lens", "position_mask", "resolve_source", "run_logit_lens",
-]
+_EXPORTS = {
+    "activation_cache": ["ActivationRecorder", "CacheConfig"],
+    "chat": ["ChatSession"],
+    "errors": ["ContextLengthError", "GGUFError", "HookPointError", "MemoryBudgetError", "ModelLoadError",
+               "SymbiontError"],
+    "fingerprint": ["ModelFingerprint", "fingerprint_model"],
+    "generate": ["GenerationStep", "TokenAlternative", "hooked_stream_generate"],
+    "hooks": ["HookSession", "hook_points", "hooked"],
+    "interventions": ["Ablate", "AddVector", "ForwardContext", "FunctionIntervention", "Patch", "position_mask"],
+    "lens": ["LensResult", "logit_lens", "run_logit_lens"],
+    "loader": ["LoadedModel", "load_model", "resolve_source"],
+    "patching": ["PatchingResult", "activation_patching"],
+    "points": ["HookPoint", "ModelAdapter"],
+    "sampling": ["SamplingSettings", "entropy_bits"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlx_hooks' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -122,11 +122,10 @@ def _mapped_blas() -> str | None:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
         return None
-    for line in maps:
-        path = line.split()[-1]
-        if "blas" in Path(path).name.lower():
-            return path
-    return None
+    paths = [line.split()[-1] for line in maps if "/" in line]
+    blas = [p for p in paths if "blas" in Path(p).name.lower()]
+    # numpy brings its own (symbol-prefixed) OpenBLAS; the one MLX uses sits beside MLX.
+    return next((p for p in blas if "mlx" in p), blas[0] if blas else None)
 
 
 def backend_info() -> BackendInfo:

@@ -72,3 +72,24 @@ def default_model_available() -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return any(str(f).endswith(".gguf") for f in dist.files or [])
+
+
+def save_tiny_folder(folder, seed: int = 0, **model_kwargs):
+    """Write a tiny llama as a normal mlx-lm / Hugging Face folder (config, safetensors, tokenizer)."""
+    from pathlib import Path
+
+    from mlx_lm.utils import save_config, save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = make_tiny_llama(seed=seed, **model_kwargs)
+    save_model(folder, model)
+    config = {k: v for k, v in vars(model.args).items() if v is not None}
+    save_config(config, folder / "config.json")
+    make_byte_tokenizer()._tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    return save_tiny_folder(tmp_path_factory.mktemp("tiny-llama"))
