@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except SymbiontError as exc:
+    except (SymbiontError, ValueError) as exc:
         print(f"symbiont: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ import sys
 from mlx_hooks.backend import reexec_with_fast_blas
 
 
-def build_window(worker_factory=None):
+def build_window(model_spec: str = "default", worker_factory=None):
     from PySide6.QtCore import QObject, Qt, Signal
     from PySide6.QtGui import QKeySequence, QShortcut
     from PySide6.QtWidgets import (
@@ -58,7 +58,7 @@ def build_window(worker_factory=None):
             QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send)
             QShortcut(QKeySequence("Escape"), self, activated=self.stop)
             self.worker.start()
-            self.worker.submit(LoadModel(self.worker.next_id()))
+            self.worker.submit(LoadModel(self.worker.next_id(), model_spec))
 
         def send(self):
             text = self.entry.text().strip()
@@ -105,11 +105,12 @@ def main(argv=None) -> int:
     if argv is None:
         reexec_with_fast_blas()
     parser = argparse.ArgumentParser(prog="symbiont-app", description="Symbiont desktop app")
-    parser.parse_args(argv)
+    parser.add_argument("--model", default="default", help="model to open: default, a repo id, a folder or a .gguf")
+    args = parser.parse_args(argv)
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = build_window()
+    window = build_window(args.model)
     window.show()
     return app.exec()
 
