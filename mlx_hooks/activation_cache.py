@@ -72,10 +72,12 @@ class ActivationRecorder:
         # A re-run over positions already held (e.g. a cache rewound for a new turn)
         # replaces them: history is by position, not by call.
         while chunks and chunks[-1].start + chunks[-1].length > start:
-            last = chunks.pop()
+            last = chunks[-1]
             if last.start < start:
-                chunks.append(_Chunk(last.start, last.data[:, : start - last.start], last.dtype))
+                # Trim in place: a chunk still waiting in _device_tail must stay the same object.
+                last.data = last.data[:, : start - last.start]
                 break
+            chunks.pop()
         chunks.append(chunk)
         if self.config.storage == "host":
             self._device_tail.append(chunk)
@@ -119,9 +121,9 @@ class ActivationRecorder:
                     total -= head.nbytes
                     if head.length == 1:
                         chunks.pop(0)
-                    else:
-                        chunks[0] = _Chunk(head.start + 1, head.data[:, 1:], head.dtype)
-                        total += chunks[0].nbytes
+                    else:  # in place, as in record()
+                        head.start, head.data = head.start + 1, head.data[:, 1:]
+                        total += head.nbytes
 
     # -- reading ---------------------------------------------------------------------
     @property

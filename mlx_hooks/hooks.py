@@ -84,6 +84,7 @@ class HookSession:
         self.interventions: dict[str, list[Intervention]] = {}
         self.ctx: ForwardContext | None = None
         self._restore: list[tuple[Any, Any, Any]] = []  # (container, key, original)
+        self._attached = False
         self._wrapped_points: set[str] = set()
         for point, items in (interventions or {}).items():
             for item in items if isinstance(items, (list, tuple)) else [items]:
@@ -94,7 +95,7 @@ class HookSession:
         """Attach an intervention (also while attached: the next forward sees it)."""
         name = self.adapter.parse(point).name
         self.interventions.setdefault(name, []).append(intervention)
-        if self._restore:
+        if self._attached:  # (not `_restore`: a session attached with no points has wrapped nothing yet)
             self._wrap(name)
 
     def remove(self, point: str, intervention: Intervention) -> None:
@@ -134,13 +135,15 @@ class HookSession:
         point = self.adapter.parse(name)
         backbone = self.adapter.backbone
         if not self._restore:
-            model = self.model
-            self._replace(model, self.adapter.backbone_attr, _HookWrapper(backbone, self, "backbone"))
+            # Wrap whatever is there now (another session's wrapper, when sessions nest),
+            # so every attached session sees each forward call.
+            model, attr = self.model, self.adapter.backbone_attr
+            self._replace(model, attr, _HookWrapper(model[attr], self, "backbone"))
         if point.kind == "embed":
             self._replace(backbone, "embed_tokens", _HookWrapper(backbone["embed_tokens"], self, "embed"))
         elif point.kind in ("resid_pre", "resid_post"):
             layers = backbone["layers"]
-            if not getattr(layers[point.layer], "_is_hook_wrapper", False):
+            if getattr(layers[point.layer], "_session", None) is not self:  # not yet wrapped by this session
                 self._replace(layers, point.layer, _HookWrapper(layers[point.layer], self, "block", point.layer))
         else:
             block = _unwrap(backbone["layers"][point.layer])
@@ -161,13 +164,15 @@ class HookSession:
     @contextmanager
     def attached(self) -> Iterator["HookSession"]:
         """Wrap the model for this session's points; always restore it."""
-        if self._restore:
+        if self._attached:
             raise RuntimeError("this HookSession is already attached")
+        self._attached = True
         try:
             for name in [*self.capture_points, *self.interventions]:
                 self._wrap(name)
             yield self
         finally:
+            self._attached = False
             self._unwrap_all()
 
 

@@ -84,7 +84,9 @@ class AddVector:
 
     With ``relative=True`` the added vector is ``scale · ‖x‖ · v/‖v‖`` per position, so a
     scale means "this fraction of the residual's own norm" on any model.
-    Mutable on purpose: changing ``scale`` between steps takes effect on the next token.
+    Mutable on purpose: changing ``scale`` takes effect on the next forward call. In
+    ``hooked_stream_generate`` that is the one producing the token after the next: mlx-lm
+    builds step k+1's forward before it hands out token k.
     """
 
     vector: mx.array

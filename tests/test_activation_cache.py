@@ -1,0 +1,204 @@
+"""ActivationRecorder: per-position history, host storage, budgets, rewinds."""
+
+from __future__ import annotations
+
+import re
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_hooks import ActivationRecorder, CacheConfig, MemoryBudgetError
+from mlx_hooks.activation_cache import estimate_capture_bytes
+
+D = 8
+
+
+def _chunk(start: int, length: int, batch: int = 1, dtype=mx.float32) -> mx.array:
+    """[B, L, D] whose values encode (row, position, feature): easy to check after slicing."""
+    b = np.arange(batch)[:, None, None] * 1000
+    p = np.arange(start, start + length)[None, :, None] * 10
+    f = np.arange(D)[None, None, :] * 0.125
+    return mx.array((b + p + f).astype(np.float32)).astype(dtype)
+
+
+def _expected(positions, batch: int = 1) -> np.ndarray:
+    positions = np.asarray(list(positions))
+    return (np.arange(batch)[:, None, None] * 1000 + positions[None, :, None] * 10
+            + np.arange(D)[None, None, :] * 0.125).astype(np.float32)
+
+
+def test_chunks_stack_in_position_order():
+    rec = ActivationRecorder()
+    rec.record("resid_post.0", _chunk(0, 5), 0)  # prefill
+    for p in range(5, 9):  # decode steps
+        rec.record("resid_post.0", _chunk(p, 1), p)
+    stacked = rec.stack("resid_post.0")
+    assert stacked.shape == (1, 9, D)
+    assert np.array_equal(np.array(stacked), _expected(range(9)))
+    assert np.array_equal(rec.positions("resid_post.0"), np.arange(9))
+    assert rec.points == ["resid_post.0"]
+    assert (rec.start, rec.end) == (0, 9)
+
+
+def test_positions_start_where_recording_started():
+    rec = ActivationRecorder()
+    rec.record("embed", _chunk(12, 3), 12)
+    rec.record("embed", _chunk(15, 1), 15)
+    assert rec.positions("embed").tolist() == [12, 13, 14, 15]
+    assert rec.positions("missing").tolist() == []
+    assert (rec.start, rec.end) == (12, 16)
+
+
+def test_at_returns_one_position_of_every_row():
+    rec = ActivationRecorder()
+    rec.record("p", _chunk(0, 4, batch=2), 0)
+    rec.record("p", _chunk(4, 1, batch=2), 4)
+    for position in range(5):
+        got = np.array(rec.at("p", position))
+        assert got.shape == (2, D)
+        assert np.array_equal(got, _expected([position], batch=2)[:, 0])
+    with pytest.raises(KeyError, match="position 5"):
+        rec.at("p", 5)
+    with pytest.raises(KeyError):
+        rec.at("other", 0)
+    with pytest.raises(KeyError, match="no activations captured for 'other'"):
+        rec.stack("other")
+
+
+def test_several_points_are_independent():
+    rec = ActivationRecorder()
+    rec.record("a", _chunk(0, 3), 0)
+    rec.record("b", _chunk(0, 3) * 2, 0)
+    rec.record("a", _chunk(3, 1), 3)
+    assert rec.positions("a").tolist() == [0, 1, 2, 3]
+    assert rec.positions("b").tolist() == [0, 1, 2]
+    assert np.array_equal(np.array(rec.stack("b")), 2 * _expected(range(3)))
+    rec.clear()
+    assert rec.points == [] and rec.nbytes == 0 and rec.end == 0
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16, mx.bfloat16])
+def test_host_storage_holds_numpy_and_reads_back_bit_exact(dtype):
+    rec = ActivationRecorder(CacheConfig(storage="host"))
+    rng = np.random.default_rng(0)
+    parts = [mx.array(rng.standard_normal((1, n, D)).astype(np.float32)).astype(dtype) for n in (4, 1, 1)]
+    start = 0
+    for part in parts:
+        rec.record("resid_post.1", part, start)
+        start += part.shape[1]
+    rec.settle()
+    assert all(isinstance(c.data, np.ndarray) for c in rec._chunks["resid_post.1"])
+    stacked = rec.stack("resid_post.1")
+    assert stacked.dtype == dtype
+    expected = mx.concatenate(parts, axis=1)
+    assert np.array_equal(np.array(stacked.view(mx.uint16 if dtype != mx.float32 else mx.uint32)),
+                          np.array(expected.view(mx.uint16 if dtype != mx.float32 else mx.uint32)))
+    assert rec.at("resid_post.1", 5).dtype == dtype
+    assert np.array_equal(np.array(rec.at("resid_post.1", 4).astype(mx.float32)),
+                          np.array(parts[1][:, 0].astype(mx.float32)))
+    assert rec.nbytes == 6 * D * dtype.size
+
+
+def test_device_storage_keeps_mlx_arrays():
+    rec = ActivationRecorder()
+    rec.record("p", _chunk(0, 2), 0)
+    rec.settle()
+    assert isinstance(rec._chunks["p"][0].data, mx.array)
+
+
+def test_budget_error_names_the_numbers():
+    budget = 2**20  # 1 MiB
+    rec = ActivationRecorder(CacheConfig(budget_bytes=budget, on_budget="error"))
+    rec.record("a", mx.zeros((1, 100, 1024)), 0)  # 0.39 MiB: fits
+    with pytest.raises(MemoryBudgetError) as info:
+        rec.record("b", mx.zeros((1, 200, 1024)), 0)  # 1.17 MiB in all
+    message = str(info.value)
+    assert "1.2 MiB" in message and "1.0 MiB" in message
+    assert re.search(r"\d+\.\d MiB captured exceeds the budget of \d+\.\d MiB", message)
+    assert "drop_oldest" in message
+
+
+def test_drop_oldest_keeps_the_newest_positions_within_budget():
+    per_position = D * 4
+    budget = 2 * 4 * per_position  # two points, four positions each
+    rec = ActivationRecorder(CacheConfig(budget_bytes=budget, on_budget="drop_oldest"))
+    for point in ("a", "b"):
+        rec.record(point, _chunk(0, 3), 0)
+    for p in range(3, 7):
+        for point in ("a", "b"):
+            rec.record(point, _chunk(p, 1), p)
+            assert rec.nbytes <= budget
+    for point in ("a", "b"):
+        assert rec.positions(point).tolist() == [3, 4, 5, 6]
+        assert np.array_equal(np.array(rec.stack(point)), _expected(range(3, 7)))
+    assert rec.start == 3 and rec.end == 7
+    assert rec.nbytes == budget
+    with pytest.raises(KeyError):
+        rec.at("a", 2)
+
+
+def test_drop_oldest_forgets_the_globally_oldest_position_first():
+    rec = ActivationRecorder(CacheConfig(budget_bytes=6 * D * 4, on_budget="drop_oldest"))
+    rec.record("a", _chunk(0, 4), 0)
+    rec.record("b", _chunk(2, 2), 2)  # b starts later: 6 positions in all, fits
+    assert rec.nbytes == 6 * D * 4
+    rec.record("a", _chunk(4, 1), 4)  # only a holds position 0: a loses it, b keeps all
+    assert rec.positions("a").tolist() == [1, 2, 3, 4]
+    assert rec.positions("b").tolist() == [2, 3]
+    rec.record("b", _chunk(4, 1), 4)
+    assert rec.positions("a").tolist() == [2, 3, 4]
+    assert rec.positions("b").tolist() == [2, 3, 4]
+    assert rec.start == 2
+
+
+def test_drop_oldest_trims_a_chunk_larger_than_the_budget():
+    rec = ActivationRecorder(CacheConfig(budget_bytes=3 * D * 4, on_budget="drop_oldest"))
+    rec.record("a", _chunk(0, 10), 0)
+    assert rec.positions("a").tolist() == [7, 8, 9]
+    assert np.array_equal(np.array(rec.stack("a")), _expected(range(7, 10)))
+
+
+def test_drop_oldest_with_host_storage_still_moves_everything_to_host():
+    rec = ActivationRecorder(CacheConfig(storage="host", budget_bytes=3 * D * 4, on_budget="drop_oldest"))
+    rec.record("a", _chunk(0, 5), 0)  # trimmed to 2..4 before it is settled
+    rec.record("a", _chunk(5, 1), 5)
+    rec.settle()
+    assert rec.positions("a").tolist() == [3, 4, 5]
+    assert all(isinstance(c.data, np.ndarray) for c in rec._chunks["a"])
+    assert np.array_equal(np.array(rec.stack("a")), _expected(range(3, 6)))
+
+
+def test_rerecording_an_earlier_position_replaces_later_history():
+    rec = ActivationRecorder()
+    rec.record("p", _chunk(0, 5), 0)
+    rec.record("p", _chunk(5, 1), 5)
+    rec.record("p", _chunk(6, 1), 6)
+    new = _chunk(3, 2) + 0.5  # the cache was rewound to position 3
+    rec.record("p", new, 3)
+    assert rec.positions("p").tolist() == [0, 1, 2, 3, 4]
+    got = np.array(rec.stack("p"))
+    assert np.array_equal(got[:, :3], _expected(range(3)))
+    assert np.array_equal(got[:, 3:], _expected(range(3, 5)) + 0.5)
+    assert np.array_equal(np.array(rec.at("p", 4)), _expected([4])[:, 0] + 0.5)
+    with pytest.raises(KeyError):
+        rec.at("p", 6)
+    rec.record("p", _chunk(0, 1) - 1, 0)  # back to the very start
+    assert rec.positions("p").tolist() == [0]
+    assert rec.end == 1
+
+
+def test_rewind_with_host_storage_keeps_the_kept_prefix_on_host():
+    rec = ActivationRecorder(CacheConfig(storage="host"))
+    rec.record("p", _chunk(0, 6), 0)
+    rec.record("p", _chunk(2, 1) + 0.25, 2)  # rewinds before the first chunk was settled
+    rec.settle()
+    assert all(isinstance(c.data, np.ndarray) for c in rec._chunks["p"])
+    got = np.array(rec.stack("p"))
+    assert np.array_equal(got[:, :2], _expected(range(2)))
+    assert np.array_equal(got[:, 2:], _expected([2]) + 0.25)
+
+
+def test_estimate_capture_bytes():
+    assert estimate_capture_bytes(3, 100, 64, mx.float32) == 3 * 100 * 64 * 4
+    assert estimate_capture_bytes(2, 10, 8, mx.bfloat16, batch=4) == 2 * 10 * 8 * 2 * 4
