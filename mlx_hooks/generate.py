@@ -23,7 +23,8 @@ from .activation_cache import ActivationRecorder, CacheConfig
 from .errors import ContextLengthError
 from .hooks import HookSession
 from .interventions import Intervention
-from .sampling import SamplingSettings, entropy_bits
+from .distribution import entropy_bits
+from .sampling import SamplingSettings
 
 Reader = Callable[[Mapping[str, mx.array]], Any]
 """Runs on the engine thread with one step's activations (``[D]`` per point); returns plain values."""
@@ -122,7 +123,8 @@ def hooked_stream_generate(
             f"prompt of {offset + len(tokens)} tokens does not fit the model's context length of {limit}"
         )
     if limit is not None:
-        max_tokens = min(max_tokens, limit - offset - len(tokens))
+        room = limit - offset - len(tokens)
+        max_tokens = room if max_tokens < 0 else min(max_tokens, room)
     prompt_end = offset + len(tokens)
     session = HookSession(model, capture, interventions, recorder, cache_config, prompt_length=prompt_end)
     if session_out is not None:
@@ -153,27 +155,31 @@ def hooked_stream_generate(
 
 
 def _make_step(index, position, response, tokenizer, sampling, top_k, activations_mx, step_activations, readers):
-    logprobs = response.logprobs  # [V], raw (already normalised by mlx-lm)
+    # The step's statistics are computed in numpy: mlx-lm already evaluated the logprobs,
+    # and a dozen MLX ops over the vocabulary would cost more than the hooks themselves.
+    raw = response.logprobs  # [V], raw, normalised
+    logprobs = np.array(raw if raw.dtype == mx.float32 else raw.astype(mx.float32), dtype=np.float64)
     token = int(response.token)
-    sampled = sampling.sampling_logprobs(logprobs)  # [V]
+    raw_entropy = float(entropy_bits(logprobs))
+    if sampling.greedy:
+        sampling_prob, entropy = 1.0, 0.0
+    else:
+        sampled = sampling.sampling_logprobs(logprobs)  # [V]
+        sampling_prob, entropy = float(np.exp(sampled[token])), float(entropy_bits(sampled))
     k = min(top_k, logprobs.shape[-1])
-    top_ids = mx.argpartition(-logprobs, k - 1)[:k] if k > 0 else mx.zeros((0,), dtype=mx.int32)
-    stats = [logprobs[token], sampled[token], entropy_bits(sampled), entropy_bits(logprobs), top_ids, logprobs[top_ids]]
-    mx.eval(stats, list(activations_mx.values()))
-    lp, slp, ent, raw_ent = (float(s.item()) for s in stats[:4])
-    ids, id_logprobs = stats[4].tolist(), stats[5].tolist()
-    order = sorted(range(len(ids)), key=lambda i: -id_logprobs[i])
-    alternatives = tuple(
-        TokenAlternative(ids[i], float(np.exp(id_logprobs[i])), tokenizer.decode([ids[i]])) for i in order
-    )
+    ids = np.argpartition(-logprobs, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
+    ids = ids[np.argsort(-logprobs[ids], kind="stable")]
+    alternatives = tuple(TokenAlternative(int(i), float(np.exp(logprobs[i])), tokenizer.decode([int(i)])) for i in ids)
     readings = {name: reader(activations_mx) for name, reader in (readers or {}).items()}
-    activations = (
-        {p: np.array(a.astype(mx.float32)) for p, a in activations_mx.items()} if step_activations else {}
-    )
+    activations = {}
+    if activations_mx and step_activations:
+        stacked = mx.stack(list(activations_mx.values()))  # [P, D]: one transfer, not one per point
+        host = np.array(stacked if stacked.dtype == mx.float32 else stacked.astype(mx.float32))
+        activations = dict(zip(activations_mx, host))
     return GenerationStep(
         index=index, position=position, token=token, text=response.text,
-        prob=float(np.exp(lp)), sampling_prob=float(np.exp(slp)), entropy=max(ent, 0.0) + 0.0,
-        raw_entropy=max(raw_ent, 0.0) + 0.0, top_k=alternatives, activations=activations, readings=readings,
+        prob=float(np.exp(logprobs[token])), sampling_prob=sampling_prob, entropy=max(entropy, 0.0) + 0.0,
+        raw_entropy=max(raw_entropy, 0.0) + 0.0, top_k=alternatives, activations=activations, readings=readings,
         finish_reason=response.finish_reason, generation_tps=float(response.generation_tps),
         prompt_tokens=int(response.prompt_tokens),
     )

@@ -61,9 +61,11 @@ def estimate_memory(
     if runtime_dtype == "stored":
         weights = shape.stored_bytes
         act_bytes = DTYPE_BYTES.get(shape.stored_dtype, 2)
-    else:
+    elif runtime_dtype in DTYPE_BYTES:
         act_bytes = DTYPE_BYTES[runtime_dtype]
         weights = shape.n_params * act_bytes
+    else:
+        raise ValueError(f"runtime dtype {runtime_dtype!r}: use stored, {', '.join(DTYPE_BYTES)}")
     kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context_tokens * act_bytes
     activations = capture_points * context_tokens * shape.d_model * act_bytes
     return MemoryEstimate(weights, kv, activations, context_tokens, runtime_dtype)

@@ -168,3 +168,11 @@ def test_any_shape_field_breaks_same_architecture(tiny_model, field, value):
     assert not fp.same_architecture(other)
     assert fp.differences(other) == [f"{field}: {getattr(fp, field)} != {value}"]
     assert fp.same_architecture(dataclasses.replace(fp, weights_hash="0" * 64))
+
+
+def test_estimate_refuses_unknown_dtype():
+    from mlx_hooks.memory import ModelShape, estimate_memory
+
+    shape = ModelShape(n_params=10, stored_bytes=20, n_layers=1, d_model=4, n_kv_heads=1, head_dim=4, quantized=False)
+    with pytest.raises(ValueError, match="runtime dtype 'int8'"):
+        estimate_memory(shape, "int8")
