@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.preload_path:
         print(preload_path())
         return 0
+    reexec_with_fast_blas()  # report what the launchers would use
     print(f"platform: {platform.system()} {platform.machine()}")
     print(backend_info().summary())
     return 0
