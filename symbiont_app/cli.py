@@ -18,7 +18,7 @@ from mlx_hooks.backend import reexec_with_fast_blas
 GIB = 2**30
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="default",
         help="'default' (embedded SmolLM2-135M-Instruct), a Hugging Face repo id, a model folder, or a .gguf file",
@@ -33,7 +33,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args, capture_points: int = 0):
+def load_from_args(args, capture_points: int = 0):
     from mlx_hooks.loader import load_model
 
     budget = -1 if args.memory_budget is None else int(args.memory_budget * GIB)
@@ -65,7 +65,7 @@ def cmd_chat(args) -> int:
     from mlx_hooks.chat import ChatSession
     from mlx_hooks.sampling import SamplingSettings
 
-    loaded = _load(args)
+    loaded = load_from_args(args)
     sampling = SamplingSettings(temp=args.temp, top_p=args.top_p, min_p=args.min_p, top_k=args.top_k, seed=args.seed)
     chat = ChatSession(loaded.model, loaded.tokenizer, system_prompt=args.system)
 
@@ -101,7 +101,7 @@ def cmd_chat(args) -> int:
 def cmd_lens(args) -> int:
     from mlx_hooks.lens import run_logit_lens
 
-    loaded = _load(args)
+    loaded = load_from_args(args)
     tokens = _prompt_tokens(loaded.tokenizer, args.prompt, args.chat_template)
     result = run_logit_lens(loaded.model, tokens, k=1, kind=args.kind)
     tok = loaded.tokenizer
@@ -133,7 +133,7 @@ def _prompt_tokens(tokenizer, text: str, chat_template: bool) -> list[int]:
 def cmd_patch(args) -> int:
     from mlx_hooks.patching import activation_patching
 
-    loaded = _load(args)
+    loaded = load_from_args(args)
     tok = loaded.tokenizer
     clean, corrupted = list(tok.encode(args.clean)), list(tok.encode(args.corrupted))
     answers = []
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     chat = sub.add_parser("chat", help="chat with a model, streaming tokens")
-    _add_model_args(chat)
+    add_model_args(chat)
     chat.add_argument("--prompt", help="answer this one message and exit (for scripts)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--max-tokens", type=int, default=256)
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=cmd_chat)
 
     lens = sub.add_parser("lens", help="logit lens: the top token each layer would predict at each position")
-    _add_model_args(lens)
+    add_model_args(lens)
     lens.add_argument("--prompt", required=True)
     lens.add_argument("--chat-template", action="store_true", help="wrap the prompt as a user message")
     lens.add_argument("--kind", default="resid_post", choices=["resid_pre", "resid_post"])
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     lens.set_defaults(func=cmd_lens)
 
     patch = sub.add_parser("patch", help="activation patching: which layer and position carries the answer")
-    _add_model_args(patch)
+    add_model_args(patch)
     patch.add_argument("--clean", required=True, help="clean prompt, e.g. 'The Eiffel Tower is in the city of'")
     patch.add_argument("--corrupted", required=True, help="corrupted prompt with the same token count")
     patch.add_argument("--answers", nargs=2, required=True, metavar=("CLEAN", "CORRUPTED"), help="e.g. ' Paris' ' Rome'")
@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--capture-points", type=int, default=0, help="hook points cached over the context")
     models.add_argument("--memory-budget", type=float, default=None, metavar="GB")
     models.set_defaults(func=cmd_models)
+
+    from .commands import register_all
+
+    register_all(sub)
     return parser
 
 
