@@ -1,0 +1,204 @@
+"""One sparse autoencoder class for the architectures the community ships.
+
+Weights follow SAELens' layout (``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``,
+``b_enc [d_sae]``, ``b_dec [d_in]``, ``threshold [d_sae]`` for JumpReLU/BatchTopK), so
+SAELens, Gemma Scope and sparsify files map onto it with at most a transpose.
+
+    f = act(W_encᵀ·(n(x) − b_dec·[apply_b_dec_to_input]) + b_enc)     # [.., d_sae]
+    x̂ = n⁻¹(f·W_dec + b_dec)                                          # [.., d_in]
+
+where ``n`` is the input normalisation the format specifies (none, a constant scale,
+or per-token layer norm) and ``act`` is ReLU, TopK, BatchTopK (at inference: a global
+threshold) or JumpReLU (a per-latent threshold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..interventions import ForwardContext, FunctionIntervention, PositionSpec, position_mask
+
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
+NORMALISATIONS = ("none", "constant_scale", "layer_norm")
+
+
+@dataclass
+class SAEConfig:
+    """What an SAE is and where it reads the model."""
+
+    d_in: int
+    """Width of the activations it encodes (the model's residual width for resid points)."""
+    d_sae: int
+    """Number of latents."""
+    architecture: str = "topk"
+    """``standard`` (ReLU), ``topk``, ``batchtopk`` or ``jumprelu``."""
+    k: int | None = None
+    """Active latents per token for ``topk`` (and the training k of ``batchtopk``)."""
+    hook_point: str = "resid_post.0"
+    """Symbiont hook point name (``resid_post.15``), see :mod:`mlx_hooks.points`."""
+    apply_b_dec_to_input: bool = True
+    """Subtract ``b_dec`` from the input before encoding."""
+    normalisation: str = "none"
+    """``none``, ``constant_scale`` (x·scale before encoding, ÷scale after decoding) or ``layer_norm``."""
+    input_scale: float = 1.0
+    """The scale of ``constant_scale`` (SAELens' expected-average-norm scaling factor)."""
+    sae_id: str = "sae"
+    """Stable identifier presets refer to (e.g. ``smollm2-135m/resid_post.15/topk-4608``)."""
+    model_name: str | None = None
+    """Name of the model it was trained on."""
+    model_fingerprint: dict | None = None
+    """:class:`~mlx_hooks.fingerprint.ModelFingerprint` as a dict, when the file records one."""
+    dtype: str = "float32"
+    """Storage dtype of the weights."""
+    source_format: str = "saelens"
+    """Format it was loaded from: ``saelens``, ``gemma_scope``, ``sparsify`` or ``symbiont``."""
+    extra: dict = field(default_factory=dict)
+    """Format-specific fields kept for round-trips (training metadata, dataset...)."""
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown SAE architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown SAE input normalisation {self.normalisation!r}; known: {', '.join(NORMALISATIONS)}")
+        if self.architecture == "topk" and not self.k:
+            raise ValueError("a topk SAE needs k")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SAEConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class SAEOutput(NamedTuple):
+    latents: mx.array
+    """``[.., d_sae]`` latent activations (zeros where inactive)."""
+    top_indices: mx.array
+    """``[.., n]`` indices of the strongest latents, strongest first (n = k, or 32)."""
+    top_values: mx.array
+    """``[.., n]`` their activations."""
+    reconstruction: mx.array
+    """``[.., d_in]``."""
+    fvu: mx.array
+    """Scalar: fraction of variance unexplained over all given positions."""
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder over one hook point (weights are MLX parameters)."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        scale = 1.0 / np.sqrt(cfg.d_in)
+        self.W_enc = mx.random.normal((cfg.d_in, cfg.d_sae)) * scale  # [d_in, d_sae]
+        self.W_dec = self.W_enc.T  # [d_sae, d_in]
+        self.b_enc = mx.zeros((cfg.d_sae,))
+        self.b_dec = mx.zeros((cfg.d_in,))
+        if cfg.architecture in ("jumprelu", "batchtopk"):
+            self.threshold = mx.zeros((cfg.d_sae,))
+        # Per-latent observed maximum (from a feature record), for "λ = c × max" clamps.
+        self.max_activations: np.ndarray | None = None
+
+    # -- normalisation -------------------------------------------------------------
+    def _normalise(self, x: mx.array) -> tuple[mx.array, mx.array | float]:
+        """Normalised input and the factor that undoes it (``x = x_n · factor (+ mean)``)."""
+        if self.cfg.normalisation == "constant_scale":
+            return x * self.cfg.input_scale, 1.0 / self.cfg.input_scale
+        if self.cfg.normalisation == "layer_norm":
+            mean = x.mean(axis=-1, keepdims=True)
+            std = mx.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+            return (x - mean) / std, std
+        return x, 1.0
+
+    # -- encode / decode ---------------------------------------------------------------
+    def pre_activations(self, x: mx.array) -> mx.array:  # [.., d_in] -> [.., d_sae]
+        x_n, _ = self._normalise(x.astype(self.W_enc.dtype))
+        if self.cfg.apply_b_dec_to_input:
+            x_n = x_n - self.b_dec
+        return x_n @ self.W_enc + self.b_enc
+
+    def activate(self, pre: mx.array) -> mx.array:
+        arch = self.cfg.architecture
+        if arch == "standard":
+            return nn.relu(pre)
+        if arch == "jumprelu":
+            return mx.where(pre > self.threshold, pre, 0.0)
+        if arch == "batchtopk":
+            # Inference form of BatchTopK: a global threshold learned during training.
+            return mx.where(pre > self.threshold, nn.relu(pre), 0.0)
+        k = self.cfg.k
+        kth = mx.topk(pre, k, axis=-1).min(axis=-1, keepdims=True)  # [.., 1]: the k-th largest
+        return mx.where(pre >= kth, nn.relu(pre), 0.0)
+
+    def encode(self, x: mx.array) -> mx.array:
+        return self.activate(self.pre_activations(x))
+
+    def decode(self, latents: mx.array, like: mx.array | None = None) -> mx.array:
+        """Reconstruction; ``like`` is the input when normalisation depends on it (layer norm)."""
+        out = latents @ self.W_dec + self.b_dec  # [.., d_in]
+        if self.cfg.normalisation == "constant_scale":
+            return out / self.cfg.input_scale
+        if self.cfg.normalisation == "layer_norm":
+            if like is None:
+                raise ValueError("a layer-norm SAE needs the input to decode")
+            x = like.astype(out.dtype)
+            mean = x.mean(axis=-1, keepdims=True)
+            std = mx.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+            return out * std + mean
+        return out
+
+    def __call__(self, x: mx.array, top_n: int | None = None) -> SAEOutput:
+        latents = self.encode(x)
+        reconstruction = self.decode(latents, like=x)
+        n = min(top_n or self.cfg.k or 32, self.cfg.d_sae)
+        top = mx.argpartition(-latents, n - 1, axis=-1)[..., :n]
+        values = mx.take_along_axis(latents, top, axis=-1)
+        order = mx.argsort(-values, axis=-1)
+        top, values = mx.take_along_axis(top, order, axis=-1), mx.take_along_axis(values, order, axis=-1)
+        return SAEOutput(latents, top, values, reconstruction, fraction_unexplained(x, reconstruction))
+
+    # -- clamping -------------------------------------------------------------------------
+    def clamp_intervention(
+        self, latents: Sequence[int], values: Sequence[float], positions: PositionSpec = "all"
+    ) -> FunctionIntervention:
+        """Pin latents to values on every forward pass: ``x ← x + Σ dᵢ·(λᵢ − fᵢ(x))``.
+
+        Only the clamped latents' decoder directions are added, so the SAE's
+        reconstruction error stays in the residual (the Golden Gate recipe). A value
+        of 0 ablates the latent.
+        """
+        index = mx.array(np.asarray(latents, dtype=np.int32))  # [n]
+        target = mx.array(np.asarray(values, dtype=np.float32))  # [n]
+        if len(latents) != len(values):
+            raise ValueError("clamp: one value per latent")
+        if len(latents) and (int(mx.max(index).item()) >= self.cfg.d_sae or int(mx.min(index).item()) < 0):
+            raise ValueError(f"clamp: latent index out of range for an SAE with {self.cfg.d_sae} latents")
+
+        def clamp(x: mx.array, ctx: ForwardContext) -> mx.array:  # x: [B, L, d_in]
+            current = self.encode(x)[..., index]  # [B, L, n]
+            delta = (target - current) @ self.W_dec[index]  # [B, L, d_in] in normalised units
+            if self.cfg.normalisation == "constant_scale":
+                delta = delta / self.cfg.input_scale
+            elif self.cfg.normalisation == "layer_norm":
+                _, std = self._normalise(x.astype(delta.dtype))
+                delta = delta * std
+            edited = x + delta.astype(x.dtype)
+            return mx.where(position_mask(positions, ctx), edited, x)
+
+        return FunctionIntervention(clamp, name=f"clamp {self.cfg.sae_id} {list(latents)}")
+
+
+def fraction_unexplained(x: mx.array, reconstruction: mx.array) -> mx.array:
+    """FVU = Σ‖x − x̂‖² / Σ‖x − mean(x)‖² over all positions (1 − variance explained)."""
+    x = x.astype(mx.float32).reshape(-1, x.shape[-1])
+    r = reconstruction.astype(mx.float32).reshape(-1, x.shape[-1])
+    residual = ((x - r) ** 2).sum()
+    total = ((x - x.mean(axis=0)) ** 2).sum()
+    return residual / mx.maximum(total, 1e-12)
