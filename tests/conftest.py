@@ -41,11 +41,13 @@ def make_byte_tokenizer() -> TokenizerWrapper:
 
 
 def make_tiny_llama(seed: int = 0, layers: int = 3, hidden: int = 64, vocab: int = 259, dtype=mx.float32, **overrides):
-    args = llama.ModelArgs(
+    fields = dict(
         model_type="llama", hidden_size=hidden, num_hidden_layers=layers, intermediate_size=2 * hidden,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=vocab,
-        max_position_embeddings=512, tie_word_embeddings=True, **overrides,
+        max_position_embeddings=512, tie_word_embeddings=True,
     )
+    fields.update(overrides)
+    args = llama.ModelArgs(**fields)
     mx.random.seed(seed)
     model = llama.Model(args)
     # Bigger-than-default embeddings give a peaked, deterministic greedy path.

@@ -1,0 +1,104 @@
+"""How good an SAE is: reconstruction on held-out activations, and downstream.
+
+- Reconstruction: variance explained (1 − FVU), L0, dead-latent fraction (latents that
+  never fire on the held-out set).
+- Downstream: the model's next-token loss with the SAE's reconstruction spliced in at
+  its hook point, against the clean loss and against zero-ablating that point:
+  ``loss recovered = (L_zero − L_sae) / (L_zero − L_clean)``.
+
+The first position of every window is left untouched in both spliced runs, as in
+training (see :mod:`mlx_hooks.sae.activations`: the attention-sink position is not
+what the SAE models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..hooks import hooked
+from ..interventions import FunctionIntervention
+from .model import SAE
+
+
+@dataclass(frozen=True)
+class SAEEvaluation:
+    variance_explained: float
+    """1 − FVU of the reconstruction over all evaluated positions."""
+    l0: float
+    """Mean active latents per token."""
+    dead_fraction: float
+    """Latents that never fired on the evaluation set."""
+    clean_loss: float
+    """Next-token cross-entropy (nats) of the unmodified model."""
+    sae_loss: float
+    """Same, with the SAE reconstruction spliced in."""
+    zero_ablation_loss: float
+    """Same, with the hook point zeroed."""
+    loss_recovered: float
+    """(zero − sae) / (zero − clean): 1 = as good as clean, 0 = as bad as zero ablation."""
+    tokens: int
+    """Positions evaluated."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cross_entropy(logits: mx.array, windows: mx.array) -> mx.array:  # [B, L, V], [B, L] -> scalar sum
+    return nn.losses.cross_entropy(logits[:, :-1].astype(mx.float32), windows[:, 1:], reduction="sum")
+
+
+def evaluate_sae(model: nn.Module, sae: SAE, windows: np.ndarray, batch_windows: int = 8) -> SAEEvaluation:
+    """Evaluate ``sae`` on token windows ``[N, L]`` of held-out text."""
+    point = sae.cfg.hook_point
+    stats = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "resid": 0.0, "sum": None, "sumsq": 0.0, "n": 0, "l0": 0.0}
+    fired = np.zeros(sae.cfg.d_sae, dtype=bool)
+    captured: dict[str, mx.array] = {}
+
+    def splice(x, ctx):  # x: [B, L, D]
+        latents = sae.encode(x[:, 1:])
+        recon = sae.decode(latents, like=x[:, 1:]).astype(x.dtype)
+        captured["x"], captured["latents"], captured["recon"] = x[:, 1:], latents, recon
+        return mx.concatenate([x[:, :1], recon], axis=1)
+
+    def zero(x, ctx):
+        return mx.concatenate([x[:, :1], mx.zeros_like(x[:, 1:])], axis=1)
+
+    for start in range(0, len(windows), batch_windows):
+        batch = mx.array(windows[start : start + batch_windows])
+        clean = _cross_entropy(model(batch), batch)
+        with hooked(model, interventions={point: FunctionIntervention(splice, name="sae-splice")}):
+            spliced = _cross_entropy(model(batch), batch)
+        with hooked(model, interventions={point: FunctionIntervention(zero, name="zero-ablate")}):
+            zeroed = _cross_entropy(model(batch), batch)
+        x = captured["x"].astype(mx.float32).reshape(-1, captured["x"].shape[-1])
+        r = captured["recon"].astype(mx.float32).reshape(-1, x.shape[-1])
+        active = captured["latents"].reshape(-1, sae.cfg.d_sae) > 0
+        parts = [clean, spliced, zeroed, ((x - r) ** 2).sum(), x.sum(axis=0), (x**2).sum(), active.sum(), active.any(axis=0)]
+        mx.eval(parts)
+        stats["clean"] += float(parts[0].item())
+        stats["sae"] += float(parts[1].item())
+        stats["zero"] += float(parts[2].item())
+        stats["resid"] += float(parts[3].item())
+        stats["sum"] = np.array(parts[4], dtype=np.float64) + (0 if stats["sum"] is None else stats["sum"])
+        stats["sumsq"] += float(parts[5].item())
+        stats["n"] += x.shape[0]
+        stats["l0"] += float(parts[6].item())
+        fired |= np.array(parts[7])
+
+    n, predicted = stats["n"], len(windows) * (windows.shape[1] - 1)
+    total_var = stats["sumsq"] - float((stats["sum"] ** 2).sum()) / n
+    clean, spliced, zeroed = (stats[k] / predicted for k in ("clean", "sae", "zero"))
+    return SAEEvaluation(
+        variance_explained=1.0 - stats["resid"] / max(total_var, 1e-12),
+        l0=stats["l0"] / n,
+        dead_fraction=float(1.0 - fired.mean()),
+        clean_loss=clean,
+        sae_loss=spliced,
+        zero_ablation_loss=zeroed,
+        loss_recovered=(zeroed - spliced) / max(zeroed - clean, 1e-12),
+        tokens=n,
+    )

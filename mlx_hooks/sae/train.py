@@ -1,0 +1,242 @@
+"""Train a TopK sparse autoencoder in MLX on a buffer of activations.
+
+The recipe follows Gao et al. (2024), "Scaling and evaluating sparse autoencoders":
+TopK activation, decoder initialised as the encoder's transpose with unit-norm rows
+(renormalised after every step), ``b_dec`` initialised at the data mean, and an
+auxiliary TopK loss on the dead latents that keeps the dictionary alive. Inputs are
+scaled so their mean norm is √d_in (SAELens' "expected average norm"), which makes one
+learning rate work across models; the scale is saved with the SAE.
+
+Nothing here is specific to a model: the trainer reads a float16 ``[N, d_in]`` array
+(see :mod:`mlx_hooks.sae.activations`). Progress goes to a callback; the run
+checkpoints atomically and resumes from its last checkpoint; ``should_stop`` cancels
+between steps (after a checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .model import SAE, SAEConfig
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a TopK SAE training run."""
+
+    d_sae: int = 4608
+    """Number of latents (expansion × d_in)."""
+    k: int = 32
+    """Active latents per token."""
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 1024
+    """Activations per step."""
+    lr: float = 4e-4
+    """Adam learning rate (linear warm-up, then constant, then linear decay over the last 20%)."""
+    warmup_steps: int = 100
+    """Warm-up length."""
+    aux_k: int = 256
+    """Dead latents used by the auxiliary loss per token."""
+    aux_alpha: float = 1 / 32
+    """Weight of the auxiliary loss."""
+    dead_after_tokens: int = 200_000
+    """A latent that has not fired for this many training tokens counts as dead."""
+    seed: int = 0
+    """Seed for initialisation and batch order: the run is reproducible from it."""
+    checkpoint_every: int = 250
+    """Steps between checkpoints."""
+    report_every: int = 50
+    """Steps between progress reports."""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """Progress of a run (sent to the callback, e.g. the app's progress bar)."""
+
+    step: int
+    steps: int
+    tokens_seen: int
+    mse: float
+    """Mean squared error per element, in the SAE's normalised input units."""
+    variance_explained: float
+    """1 − FVU on the step's batch."""
+    l0: float
+    """Mean active latents per token."""
+    dead_fraction: float
+    """Latents that have not fired for ``dead_after_tokens`` tokens."""
+    aux_loss: float
+
+
+def _lr_schedule(config: TrainConfig):
+    decay_start = int(config.steps * 0.8)
+
+    def schedule(step):
+        warm = mx.minimum((step + 1) / config.warmup_steps, 1.0)
+        decay = mx.clip((config.steps - step) / max(config.steps - decay_start, 1), 0.0, 1.0)
+        return config.lr * warm * decay
+
+    return schedule
+
+
+class TopKTrainer:
+    """One training run in ``run_dir`` over ``activations`` (``[N, d_in]`` float16)."""
+
+    def __init__(self, sae_config: SAEConfig, config: TrainConfig, activations: np.ndarray, run_dir: str | os.PathLike):
+        self.config = config
+        self.activations = activations
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rng = np.random.default_rng(config.seed)
+        mx.random.seed(config.seed)
+        sample = activations[self.rng.choice(len(activations), size=min(len(activations), 20_000), replace=False)]
+        sample = sample.astype(np.float32)
+        mean_norm = float(np.linalg.norm(sample, axis=-1).mean())
+        sae_config.normalisation = "constant_scale"
+        sae_config.input_scale = float(np.sqrt(sae_config.d_in) / mean_norm)
+        sae_config.architecture, sae_config.k, sae_config.d_sae = "topk", config.k, config.d_sae
+        self.sae = SAE(sae_config)
+        directions = mx.random.normal((config.d_sae, sae_config.d_in))
+        directions = directions / mx.linalg.norm(directions, axis=-1, keepdims=True)
+        self.sae.W_dec = directions  # [d_sae, d_in], unit rows
+        self.sae.W_enc = directions.T  # [d_in, d_sae]
+        self.sae.b_dec = mx.array(sample.mean(axis=0) * sae_config.input_scale)
+        self.optimizer = optim.Adam(learning_rate=_lr_schedule(config))
+        self.step = 0
+        self.tokens_seen = 0
+        self.last_fired = np.zeros(config.d_sae, dtype=np.int64)  # tokens_seen when each latent last fired
+        self._order = self.rng.permutation(len(activations))
+        self._cursor = 0
+        self._resume()
+        self._train_step = self._make_step()
+
+    # -- the step -----------------------------------------------------------------------
+    def _loss(self, sae: SAE, x: mx.array, dead: mx.array):  # x: [N, d_in] normalised
+        pre = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
+        pre = pre @ sae.W_enc + sae.b_enc  # [N, d_sae]
+        latents = sae.activate(pre)
+        recon = latents @ sae.W_dec + sae.b_dec
+        error = x - recon
+        mse = (error**2).mean()
+        # Auxiliary loss: the top aux_k *dead* latents try to explain the residual error.
+        dead_pre = mx.where(dead, nn.relu(pre), 0.0)
+        kth = mx.topk(dead_pre, self.config.aux_k, axis=-1).min(axis=-1, keepdims=True)
+        aux_latents = mx.where((dead_pre >= kth) & (dead_pre > 0), dead_pre, 0.0)
+        aux_recon = aux_latents @ sae.W_dec
+        residual = mx.stop_gradient(error)
+        aux = ((residual - aux_recon) ** 2).sum(-1).mean() / mx.maximum((residual**2).sum(-1).mean(), 1e-8)
+        aux = mx.where(dead.any(), aux, 0.0)
+        return mse + self.config.aux_alpha * aux, (mse, aux, latents, error)
+
+    def _make_step(self):
+        loss_and_grad = nn.value_and_grad(self.sae, self._loss)
+
+        def step(x, dead):
+            (loss, (mse, aux, latents, error)), grads = loss_and_grad(self.sae, x, dead)
+            self.optimizer.update(self.sae, grads)
+            # Keep decoder rows at unit norm, so latent values carry the scale.
+            self.sae.W_dec = self.sae.W_dec / mx.maximum(mx.linalg.norm(self.sae.W_dec, axis=-1, keepdims=True), 1e-8)
+            fvu = (error**2).sum() / mx.maximum(((x - x.mean(axis=0)) ** 2).sum(), 1e-12)
+            fired = (latents > 0).any(axis=0)
+            l0 = (latents > 0).sum(axis=-1).mean()
+            return mse, aux, fvu, l0, fired
+
+        return step
+
+    def _next_batch(self) -> np.ndarray:
+        size = self.config.batch_size
+        if self._cursor + size > len(self._order):
+            self._order = self.rng.permutation(len(self.activations))
+            self._cursor = 0
+        index = np.sort(self._order[self._cursor : self._cursor + size])  # sorted: faster memmap reads
+        self._cursor += size
+        return np.asarray(self.activations[index], dtype=np.float32)
+
+    def train(
+        self, callback: Callable[[TrainReport], None] | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> SAE:
+        config = self.config
+        scale = self.sae.cfg.input_scale
+        while self.step < config.steps:
+            if should_stop is not None and should_stop():
+                self.checkpoint()
+                return self.sae
+            x = mx.array(self._next_batch() * scale)
+            dead = mx.array(self.tokens_seen - self.last_fired >= config.dead_after_tokens)
+            mse, aux, fvu, l0, fired = self._train_step(x, dead)
+            mx.eval(self.sae.parameters(), self.optimizer.state, mse, aux, fvu, l0, fired)
+            self.tokens_seen += x.shape[0]
+            self.last_fired[np.array(fired)] = self.tokens_seen
+            self.step += 1
+            if callback is not None and (self.step % config.report_every == 0 or self.step == config.steps):
+                callback(TrainReport(
+                    self.step, config.steps, self.tokens_seen, float(mse.item()), 1.0 - float(fvu.item()),
+                    float(l0.item()), self.dead_fraction(), float(aux.item()),
+                ))
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                self.checkpoint()
+        return self.sae
+
+    def dead_fraction(self) -> float:
+        if self.tokens_seen < self.config.dead_after_tokens:
+            return float(np.mean(self.last_fired == 0)) if self.tokens_seen else 1.0
+        return float(np.mean(self.tokens_seen - self.last_fired >= self.config.dead_after_tokens))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoint"
+
+    def checkpoint(self) -> None:
+        """Weights, optimizer state and counters, written to a temp folder then swapped in."""
+        tmp = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=".checkpoint-"))
+        try:
+            mx.save_safetensors(str(tmp / "sae.safetensors"), dict(tree_flatten(self.sae.parameters())))
+            mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(self.optimizer.state)))
+            np.save(tmp / "last_fired.npy", self.last_fired)
+            np.save(tmp / "order.npy", self._order)
+            state = {
+                "step": self.step, "tokens_seen": self.tokens_seen, "cursor": self._cursor,
+                "rng": self.rng.bit_generator.state, "train_config": asdict(self.config),
+                "sae_config": self.sae.cfg.to_dict(),
+            }
+            (tmp / "state.json").write_text(json.dumps(state))
+            old = self.run_dir / ".checkpoint-old"
+            if self.checkpoint_dir.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.checkpoint_dir, old)
+            os.replace(tmp, self.checkpoint_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _resume(self) -> None:
+        folder = self.checkpoint_dir
+        if not (folder / "state.json").exists():
+            return
+        state = json.loads((folder / "state.json").read_text())
+        if state["train_config"] != asdict(self.config):
+            raise ValueError(
+                f"{folder}: checkpoint was made with a different training config; use a new run folder "
+                f"(checkpoint: {state['train_config']})"
+            )
+        self.sae.cfg = SAEConfig.from_dict(state["sae_config"])
+        self.sae.update(tree_unflatten(list(mx.load(str(folder / "sae.safetensors")).items())))
+        self.optimizer.state = tree_unflatten(list(mx.load(str(folder / "optimizer.safetensors")).items()))
+        self.last_fired = np.load(folder / "last_fired.npy", allow_pickle=False)
+        self._order = np.load(folder / "order.npy", allow_pickle=False)
+        self.step, self.tokens_seen, self._cursor = state["step"], state["tokens_seen"], state["cursor"]
+        self.rng.bit_generator.state = state["rng"]
