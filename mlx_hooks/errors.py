@@ -28,3 +28,7 @@ class MemoryBudgetError(SymbiontError):
 
 class ContextLengthError(SymbiontError):
     """A prompt longer than the model's context length."""
+
+
+class SAELoadError(SymbiontError):
+    """An SAE file that cannot be read or does not fit the model (names the file and the problem)."""

@@ -8,8 +8,9 @@ SAELens, Gemma Scope and sparsify files map onto it with at most a transpose.
     x̂ = n⁻¹(f·W_dec + b_dec)                                          # [.., d_in]
 
 where ``n`` is the input normalisation the format specifies (none, a constant scale,
-or per-token layer norm) and ``act`` is ReLU, TopK, BatchTopK (at inference: a global
-threshold) or JumpReLU (a per-latent threshold).
+a per-token rescale to norm √d_in, or per-token layer norm; SAELens' definitions) and
+``act`` is ReLU, TopK, BatchTopK (at inference: a global threshold) or JumpReLU (a
+per-latent threshold).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 from ..interventions import ForwardContext, FunctionIntervention, PositionSpec, position_mask
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
-NORMALISATIONS = ("none", "constant_scale", "layer_norm")
+NORMALISATIONS = ("none", "constant_scale", "constant_norm_rescale", "layer_norm")
+LAYER_NORM_EPS = 1e-5
 
 
 @dataclass
@@ -44,7 +46,9 @@ class SAEConfig:
     apply_b_dec_to_input: bool = True
     """Subtract ``b_dec`` from the input before encoding."""
     normalisation: str = "none"
-    """``none``, ``constant_scale`` (x·scale before encoding, ÷scale after decoding) or ``layer_norm``."""
+    """``none``, ``constant_scale`` (x·scale before encoding, ÷scale after decoding),
+    ``constant_norm_rescale`` (each token rescaled to norm √d_in, undone after decoding) or
+    ``layer_norm`` (each token centred and divided by its std, undone after decoding)."""
     input_scale: float = 1.0
     """The scale of ``constant_scale`` (SAELens' expected-average-norm scaling factor)."""
     sae_id: str = "sae"
@@ -105,16 +109,29 @@ class SAE(nn.Module):
             self.threshold = mx.zeros((cfg.d_sae,))
         # Per-latent observed maximum (from a feature record), for "λ = c × max" clamps.
         self.max_activations: np.ndarray | None = None
+        # [d_sae] str: each latent's label (the user's edit, else the automatic one), from
+        # mlx_hooks.sae.features. numpy, like max_activations: an nn.Module would put a
+        # list or dict into its parameter tree.
+        self.labels: np.ndarray | None = None
 
     # -- normalisation -------------------------------------------------------------
     def _normalise(self, x: mx.array) -> tuple[mx.array, mx.array | float]:
-        """Normalised input and the factor that undoes it (``x = x_n · factor (+ mean)``)."""
-        if self.cfg.normalisation == "constant_scale":
+        """Normalised input and the factor decoding multiplies by (``x̂ = out · factor (+ mean)``).
+
+        The per-token modes follow SAELens (``sae_lens/saes/sae.py``,
+        ``_setup_activation_normalization``): ``constant_norm_rescale`` multiplies by
+        √d_in/‖x‖; ``layer_norm`` divides the centred input by (std + 1e-5) with torch's
+        default unbiased std, and decoding multiplies by std (without the eps) and adds the mean.
+        """
+        mode = self.cfg.normalisation
+        if mode == "constant_scale":
             return x * self.cfg.input_scale, 1.0 / self.cfg.input_scale
-        if self.cfg.normalisation == "layer_norm":
-            mean = x.mean(axis=-1, keepdims=True)
-            std = mx.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
-            return (x - mean) / std, std
+        if mode == "constant_norm_rescale":
+            coeff = float(np.sqrt(self.cfg.d_in)) / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # [.., 1]
+            return x * coeff, 1.0 / coeff
+        if mode == "layer_norm":
+            mean, std = _layer_norm_stats(x)
+            return (x - mean) / (std + LAYER_NORM_EPS), std
         return x, 1.0
 
     # -- encode / decode ---------------------------------------------------------------
@@ -129,7 +146,8 @@ class SAE(nn.Module):
         if arch == "standard":
             return nn.relu(pre)
         if arch == "jumprelu":
-            return mx.where(pre > self.threshold, pre, 0.0)
+            # relu(pre)·[pre > θ], as SAELens and Gemma Scope define it (a negative θ lets no negative value through).
+            return mx.where(pre > self.threshold, nn.relu(pre), 0.0)
         if arch == "batchtopk":
             # Inference form of BatchTopK: a global threshold learned during training.
             return mx.where(pre > self.threshold, nn.relu(pre), 0.0)
@@ -141,17 +159,17 @@ class SAE(nn.Module):
         return self.activate(self.pre_activations(x))
 
     def decode(self, latents: mx.array, like: mx.array | None = None) -> mx.array:
-        """Reconstruction; ``like`` is the input when normalisation depends on it (layer norm)."""
+        """Reconstruction; ``like`` is the input when normalisation depends on it (per-token modes)."""
         out = latents @ self.W_dec + self.b_dec  # [.., d_in]
-        if self.cfg.normalisation == "constant_scale":
+        mode = self.cfg.normalisation
+        if mode == "constant_scale":
             return out / self.cfg.input_scale
-        if self.cfg.normalisation == "layer_norm":
+        if mode in ("constant_norm_rescale", "layer_norm"):
             if like is None:
-                raise ValueError("a layer-norm SAE needs the input to decode")
+                raise ValueError(f"an SAE with {mode} input normalisation needs the input to decode")
             x = like.astype(out.dtype)
-            mean = x.mean(axis=-1, keepdims=True)
-            std = mx.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
-            return out * std + mean
+            _, factor = self._normalise(x)
+            return out * factor + (_layer_norm_stats(x)[0] if mode == "layer_norm" else 0.0)
         return out
 
     def __call__(self, x: mx.array, top_n: int | None = None) -> SAEOutput:
@@ -184,15 +202,20 @@ class SAE(nn.Module):
         def clamp(x: mx.array, ctx: ForwardContext) -> mx.array:  # x: [B, L, d_in]
             current = self.encode(x)[..., index]  # [B, L, n]
             delta = (target - current) @ self.W_dec[index]  # [B, L, d_in] in normalised units
-            if self.cfg.normalisation == "constant_scale":
-                delta = delta / self.cfg.input_scale
-            elif self.cfg.normalisation == "layer_norm":
-                _, std = self._normalise(x.astype(delta.dtype))
-                delta = delta * std
-            edited = x + delta.astype(x.dtype)
+            # Decoding maps a change Δ of the normalised output to Δ·factor in the residual.
+            _, factor = self._normalise(x.astype(delta.dtype))
+            edited = x + (delta * factor).astype(x.dtype)
             return mx.where(position_mask(positions, ctx), edited, x)
 
         return FunctionIntervention(clamp, name=f"clamp {self.cfg.sae_id} {list(latents)}")
+
+
+def _layer_norm_stats(x: mx.array) -> tuple[mx.array, mx.array]:
+    """Per-token mean and unbiased std (torch's ``x.std(dim=-1)``), ``[.., 1]`` each."""
+    n = x.shape[-1]
+    mean = x.mean(axis=-1, keepdims=True)
+    std = mx.sqrt(((x - mean) ** 2).sum(axis=-1, keepdims=True) / max(n - 1, 1))
+    return mean, std
 
 
 def fraction_unexplained(x: mx.array, reconstruction: mx.array) -> mx.array:

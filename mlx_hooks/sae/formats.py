@@ -1,0 +1,600 @@
+"""Read SAEs in the community's formats, write them in SAELens' native one, check they fit.
+
+Formats (``load_sae`` tells them apart by their files):
+
+- **SAELens** folder: ``cfg.json`` + ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``,
+  ``W_dec [d_sae, d_in]``, ``b_enc [d_sae]``, ``b_dec [d_in]``, JumpReLU ``threshold [d_sae]``).
+  Both config styles: the flat pre-6.0 one (``activation_fn_str`` + ``activation_fn_kwargs.k``,
+  ``hook_name`` or the older ``hook_point``) and 6.x (``architecture`` standard / topk /
+  jumprelu / batchtopk, ``k``, a ``metadata`` dict with ``model_name`` / ``hook_name``).
+  Field names and defaults follow ``sae_lens/loading/pretrained_sae_loaders.py``
+  (``handle_pre_6_0_config``, ``read_sae_components_from_disk``) and
+  ``sae_lens/saes/{sae,topk_sae,jumprelu_sae}.py`` (SAELens 6.18, and 5.9 for the flat style).
+- **Gemma Scope** ``params.npz`` (or the same arrays as ``.safetensors``): ``W_enc``, ``W_dec``,
+  ``b_enc``, ``b_dec``, ``threshold``; JumpReLU without subtracting ``b_dec`` from the input
+  (SAELens' ``gemma_2_sae_huggingface_loader``: ``apply_b_dec_to_input: False``). No config:
+  widths come from the arrays, the hook point from the path (``layer_12``, ``-res``/``-mlp``)
+  or the caller.
+- **EleutherAI sparsify** folder: ``cfg.json`` + ``sae.safetensors`` (``encoder.weight
+  [num_latents, d_in]``, ``encoder.bias``, ``W_dec [num_latents, d_in]``, ``b_dec``);
+  ``encode = topk(relu(encoder(x − b_dec)))`` (``sparsify/sparse_coder.py``, ``fused_encoder.py``).
+  The hook point is the folder's name (see :mod:`.hook_names`).
+
+Saving writes SAELens' folder with the flat fields both SAELens 5.x and 6.x read, plus a
+``symbiont`` block (our :class:`SAEConfig`, with the model fingerprint). A constant input
+scale is folded into the weights first, as SAELens' own trainer does at the end of
+training (``fold_activation_norm_scaling_factor``): SAELens' ``load_from_disk`` never
+applies a scale, so an unfolded one would silently change the SAE there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..errors import HookPointError, SAELoadError
+from .hook_names import hook_name_for_point, layer_of_point, point_from_hook_name
+from .model import SAE, SAEConfig
+
+CFG_FILE = "cfg.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SPARSIFY_WEIGHTS = "sae.safetensors"
+GEMMA_SCOPE_FILES = ("params.npz", "params.safetensors")
+SYMBIONT_BLOCK_VERSION = 1
+_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+class FingerprintWarning(UserWarning):
+    """The SAE was trained on a model of the same architecture but different weights."""
+
+
+# -- reading files ------------------------------------------------------------------------------
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise SAELoadError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SAELoadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SAELoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_safetensors(path: Path) -> dict[str, mx.array]:
+    """All tensors of a safetensors file, after safetensors' own header/length validation."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise SAELoadError(f"{path}: file not found")
+    try:
+        # safe_open checks the header and that every tensor's byte range lies inside the
+        # file, so a truncated download is caught here with safetensors' own message.
+        with safe_open(str(path), framework="numpy") as handle:
+            dtypes = {key: handle.get_slice(key).get_dtype() for key in handle.keys()}
+            if "BF16" not in dtypes.values():  # numpy reads everything but bfloat16
+                arrays = {key: handle.get_tensor(key) for key in dtypes}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SAELoadError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
+    if "BF16" in dtypes.values():
+        try:
+            return dict(mx.load(str(path), format="safetensors"))
+        except (RuntimeError, ValueError) as exc:
+            raise SAELoadError(f"{path}: cannot read this safetensors file with MLX ({exc})") from exc
+    out = {}
+    for key, value in arrays.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            raise SAELoadError(f"{path}: tensor {key!r} has dtype {value.dtype}, expected floating point")
+        out[key] = mx.array(value.astype(np.float32) if value.dtype == np.float64 else value)
+    return out
+
+
+def read_npz(path: Path) -> dict[str, mx.array]:
+    if not path.is_file():
+        raise SAELoadError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:  # never unpickle
+            arrays = {key: np.asarray(data[key]) for key in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SAELoadError(f"{path}: not a readable .npz file ({exc})") from exc
+    out = {}
+    for key, value in arrays.items():
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        if not np.issubdtype(value.dtype, np.floating):
+            raise SAELoadError(f"{path}: array {key!r} has dtype {value.dtype}, expected floating point")
+        out[key] = mx.array(value)
+    return out
+
+
+# -- format detection ---------------------------------------------------------------------------
+def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
+    """``(format, location)``: ``saelens`` / ``sparsify`` (a folder) or ``gemma_scope`` (a file)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SAELoadError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.name == CFG_FILE:
+            return detect_format(path.parent)
+        if path.suffix == ".npz":
+            return "gemma_scope", path
+        if path.suffix == ".safetensors":
+            if (path.parent / CFG_FILE).is_file() and path.name in (SAELENS_WEIGHTS, SPARSIFY_WEIGHTS):
+                return detect_format(path.parent)
+            return "gemma_scope", path
+        raise SAELoadError(f"{path}: not an SAE file (expected a folder, cfg.json, .safetensors or .npz)")
+    has_cfg = (path / CFG_FILE).is_file()
+    if has_cfg and (path / SAELENS_WEIGHTS).is_file():
+        return "saelens", path
+    if has_cfg and (path / SPARSIFY_WEIGHTS).is_file():
+        return "sparsify", path
+    for name in GEMMA_SCOPE_FILES:
+        if (path / name).is_file():
+            return "gemma_scope", path / name
+    if has_cfg:
+        raise SAELoadError(f"{path}: has cfg.json but no weights ({SAELENS_WEIGHTS} or {SPARSIFY_WEIGHTS})")
+    children = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / CFG_FILE).is_file())
+    if children:
+        raise SAELoadError(f"{path}: holds several SAEs; choose one of: {', '.join(children)}")
+    raise SAELoadError(
+        f"{path}: not an SAE folder (expected {CFG_FILE} + {SAELENS_WEIGHTS} (SAELens), "
+        f"{CFG_FILE} + {SPARSIFY_WEIGHTS} (sparsify) or params.npz (Gemma Scope))"
+    )
+
+
+# -- configs of each format ---------------------------------------------------------------------
+def _require(cfg: dict, names: list[str], where: Path) -> None:
+    missing = [n for n in names if cfg.get(n) is None]
+    if missing:
+        raise SAELoadError(f"{where}: missing required field(s) {', '.join(missing)}")
+
+
+def _dtype_name(value: Any) -> str:
+    name = str(value or "float32").removeprefix("torch.")
+    return name if name in _DTYPES else "float32"
+
+
+def _hook_point(name: str | None, override: str | None, where: Path, what: str) -> str:
+    if override:
+        return override
+    if not name:
+        raise SAELoadError(f"{where}: missing required field(s) {what} (or pass the hook point)")
+    try:
+        return point_from_hook_name(str(name))
+    except ValueError as exc:
+        raise SAELoadError(f"{where}: {exc}") from exc
+
+
+def _saelens_config(cfg: dict, folder: Path, hook_point: str | None) -> tuple[SAEConfig, dict]:
+    """SAEConfig and load-time transforms (``fold``) from a SAELens cfg.json."""
+    where = folder / CFG_FILE
+    block = cfg.get("symbiont")
+    if isinstance(block, dict) and isinstance(block.get("config"), dict):
+        _require(block["config"], ["d_in", "d_sae"], where)
+        try:
+            ours = SAEConfig.from_dict({**block["config"], "source_format": "symbiont"})
+        except (TypeError, ValueError) as exc:
+            raise SAELoadError(f"{where}: symbiont block: {exc}") from exc
+        if hook_point:
+            ours.hook_point = hook_point
+        return ours, {}
+    _require(cfg, ["d_in", "d_sae"], where)
+    metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    hook_name = cfg.get("hook_name") or cfg.get("hook_point") or metadata.get("hook_name")
+    point = _hook_point(hook_name, hook_point, where, "hook_name")
+    if cfg.get("hook_head_index", metadata.get("hook_head_index")) is not None:
+        raise SAELoadError(f"{where}: per-head SAEs (hook_head_index) are not supported")
+    architecture = str(cfg.get("architecture") or "standard")  # pre-6.0 default, as handle_pre_6_0_config
+    activation = str(cfg.get("activation_fn_str") or cfg.get("activation_fn") or "relu")
+    kwargs = cfg.get("activation_fn_kwargs") or {}
+    k = cfg.get("k") or kwargs.get("k")
+    if architecture == "standard" and activation == "topk":  # pre-6.0 TopK: standard + topk activation
+        architecture = "topk"
+    if architecture == "standard" and activation != "relu":
+        raise SAELoadError(f"{where}: unknown activation function {activation!r} (supported: relu, topk)")
+    if architecture not in ("standard", "topk", "jumprelu", "batchtopk"):
+        raise SAELoadError(
+            f"{where}: unknown SAE architecture {architecture!r} (supported: standard, topk, jumprelu, batchtopk)"
+        )
+    if architecture == "topk" and not k:
+        raise SAELoadError(f"{where}: missing required field(s) k (a topk SAE needs k)")
+    normalize = cfg.get("normalize_activations")
+    fold: dict = {}
+    if normalize in (None, False, "none"):
+        normalisation, scale = "none", 1.0
+    elif normalize in (True, "expected_average_only_in"):
+        scale = _norm_scaling_factor(cfg, folder)
+        normalisation = "none" if scale is None else "constant_scale"
+        if scale is None:
+            # SAELens' load_from_disk does the same: the factor lives outside the folder.
+            warnings.warn(
+                f"{where}: normalize_activations is expected_average_only_in but no scaling factor was found "
+                "(norm_scaling_factor in cfg.json or activation_scaler.json); using the weights unscaled",
+                stacklevel=3,
+            )
+            scale = 1.0
+    elif normalize in ("constant_norm_rescale", "layer_norm"):
+        normalisation, scale = normalize, 1.0
+    else:
+        raise SAELoadError(f"{where}: unknown normalize_activations {normalize!r}")
+    if architecture == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+        fold["decoder_norm"] = True
+    if cfg.get("finetuning_scaling_factor"):
+        fold["finetuning_scaling_factor"] = True
+    known = {"d_in", "d_sae", "architecture", "k", "activation_fn_str", "activation_fn", "activation_fn_kwargs",
+             "hook_name", "hook_point", "apply_b_dec_to_input", "normalize_activations", "model_name", "dtype",
+             "metadata", "device"}
+    extra = {key: value for key, value in cfg.items() if key not in known}
+    ours = SAEConfig(
+        d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=architecture,
+        k=int(k) if k and architecture in ("topk", "batchtopk") else None, hook_point=point,
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), normalisation=normalisation,
+        input_scale=float(scale), sae_id=str(metadata.get("neuronpedia_id") or cfg.get("neuronpedia_id") or folder.name),
+        model_name=cfg.get("model_name") or metadata.get("model_name"), dtype=_dtype_name(cfg.get("dtype")),
+        source_format="saelens", extra=extra,
+    )
+    return ours, fold
+
+
+def _norm_scaling_factor(cfg: dict, folder: Path) -> float | None:
+    for key in ("norm_scaling_factor", "activation_norm_scaling_factor", "scaling_factor"):
+        if isinstance(cfg.get(key), (int, float)) and not isinstance(cfg.get(key), bool):
+            return float(cfg[key])
+    scaler = folder / "activation_scaler.json"  # SAELens 6 training checkpoints
+    if scaler.is_file():
+        value = read_json(scaler).get("scaling_factor")
+        return float(value) if value is not None else None
+    return None
+
+
+def _sparsify_config(cfg: dict, folder: Path, hook_point: str | None) -> SAEConfig:
+    where = folder / CFG_FILE
+    _require(cfg, ["d_in", "k"], where)
+    activation = cfg.get("activation", "topk")
+    if activation != "topk":
+        raise SAELoadError(f"{where}: unknown activation function {activation!r} (supported: topk)")
+    if cfg.get("transcode"):
+        raise SAELoadError(f"{where}: a transcoder (transcode: true) is not an autoencoder; not supported")
+    if cfg.get("skip_connection"):
+        raise SAELoadError(f"{where}: skip connections (W_skip) are not supported")
+    d_in = int(cfg["d_in"])
+    d_sae = int(cfg.get("num_latents") or 0) or d_in * int(cfg.get("expansion_factor") or 0)
+    if not d_sae:
+        raise SAELoadError(f"{where}: missing required field(s) num_latents or expansion_factor")
+    run_cfg = folder.parent / "config.json"  # sparsify's run config, one level up, names the model
+    model_name = None
+    if run_cfg.is_file():
+        try:
+            model_name = json.loads(run_cfg.read_text()).get("model")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            model_name = None
+    return SAEConfig(
+        d_in=d_in, d_sae=d_sae, architecture="topk", k=int(cfg["k"]),
+        hook_point=_hook_point(folder.name, hook_point, where, "a hook point folder name"),
+        apply_b_dec_to_input=True, sae_id=folder.name, model_name=model_name if isinstance(model_name, str) else None,
+        source_format="sparsify", extra={k: v for k, v in cfg.items() if k not in ("d_in", "k")},
+    )
+
+
+def _gemma_scope_point(path: Path) -> str | None:
+    """Hook point from a Gemma Scope path (``gemma-scope-2b-pt-res/layer_12/width_16k/...``)."""
+    text = path.as_posix()
+    layer = re.search(r"layer_(\d+)", text)
+    if "embedding" in text:
+        return "embed"
+    if layer is None:
+        return None
+    if re.search(r"[-_]res\b|resid", text):
+        return f"resid_post.{layer.group(1)}"
+    if re.search(r"[-_]mlp\b|mlp_out", text):
+        return f"mlp_out.{layer.group(1)}"
+    return None
+
+
+# -- building the SAE -----------------------------------------------------------------------------
+def _check_shapes(weights: dict[str, mx.array], cfg: SAEConfig, where: Path) -> None:
+    expected = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_enc": (cfg.d_sae,),
+                "b_dec": (cfg.d_in,)}
+    if cfg.architecture in ("jumprelu", "batchtopk"):
+        expected["threshold"] = (cfg.d_sae,)
+    missing = [name for name in expected if name not in weights]
+    if missing:
+        raise SAELoadError(
+            f"{where}: missing tensor(s) {', '.join(missing)} for a {cfg.architecture} SAE "
+            f"(found: {', '.join(sorted(weights)) or 'none'})"
+        )
+    for name, shape in expected.items():
+        found = tuple(weights[name].shape)
+        if found != shape:
+            raise SAELoadError(
+                f"{where}: {name} has shape {list(found)}, expected {list(shape)} "
+                f"(d_in={cfg.d_in}, d_sae={cfg.d_sae})"
+            )
+
+
+def build_sae(cfg: SAEConfig, weights: dict[str, mx.array], where: Path, dtype: str | None = None) -> SAE:
+    """An :class:`SAE` with these weights, after checking every shape against ``cfg``."""
+    _check_shapes(weights, cfg, where)
+    if dtype is not None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"SAE dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+        cfg.dtype = dtype
+    target = _DTYPES.get(cfg.dtype, mx.float32) if dtype else weights["W_enc"].dtype
+    sae = SAE(cfg)
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"):
+        if name in weights and (name != "threshold" or cfg.architecture in ("jumprelu", "batchtopk")):
+            setattr(sae, name, weights[name].astype(target))
+    cfg.dtype = {mx.float32: "float32", mx.float16: "float16", mx.bfloat16: "bfloat16"}.get(target, "float32")
+    mx.eval(sae.parameters())
+    return sae
+
+
+def _fold_saelens(weights: dict[str, mx.array], fold: dict, where: Path) -> None:
+    """Fold SAELens' run-time rescalings into the weights (same function, plain layout)."""
+    if fold.get("finetuning_scaling_factor"):
+        # decode(f) = (f · s) @ W_dec + b_dec  (SAELens 5.x ``apply_finetuning_scaling_factor``)
+        scale = weights.pop("finetuning_scaling_factor", weights.pop("scaling_factor", None))
+        if scale is None:
+            raise SAELoadError(f"{where}: finetuning_scaling_factor is true but the weights have no scaling_factor")
+        weights["W_dec"] = weights["W_dec"] * scale.astype(weights["W_dec"].dtype)[:, None]
+    if fold.get("decoder_norm"):
+        # TopK with rescale_acts_by_decoder_norm: topk(pre·‖d_i‖), decode f/‖d_i‖ — what
+        # SAELens' ``_fold_norm_topk`` turns into plain weights when it saves for inference.
+        norms = mx.linalg.norm(weights["W_dec"].astype(mx.float32), axis=-1)  # [d_sae]
+        weights["W_enc"] = weights["W_enc"] * norms.astype(weights["W_enc"].dtype)
+        weights["b_enc"] = weights["b_enc"] * norms.astype(weights["b_enc"].dtype)
+        weights["W_dec"] = weights["W_dec"] / norms.astype(weights["W_dec"].dtype)[:, None]
+
+
+def _read_format(kind: str, location: Path, hook_point: str | None) -> tuple[SAEConfig, dict[str, mx.array], Path]:
+    if kind == "saelens":
+        cfg = read_json(location / CFG_FILE)
+        ours, fold = _saelens_config(cfg, location, hook_point)
+        weights_path = location / SAELENS_WEIGHTS
+        weights = read_safetensors(weights_path)
+        if "scaling_factor" in weights and not fold.get("finetuning_scaling_factor"):
+            # An all-ones scaling_factor was saved by some SAELens versions: drop it (as SAELens does).
+            if not bool(mx.all(weights["scaling_factor"] == 1).item()):
+                raise SAELoadError(f"{weights_path}: has a scaling_factor but cfg.json says finetuning_scaling_factor is false")
+            weights.pop("scaling_factor")
+        _fold_saelens(weights, fold, weights_path)
+        if ours.architecture == "batchtopk" and "threshold" not in weights and "topk_threshold" in weights:
+            weights["threshold"] = mx.broadcast_to(weights.pop("topk_threshold").reshape(-1)[:1], (ours.d_sae,))
+        if ours.architecture not in ("jumprelu", "batchtopk"):
+            weights.pop("threshold", None)
+        return ours, weights, weights_path
+    if kind == "sparsify":
+        ours = _sparsify_config(read_json(location / CFG_FILE), location, hook_point)
+        weights_path = location / SPARSIFY_WEIGHTS
+        raw = read_safetensors(weights_path)
+        missing = [n for n in ("encoder.weight", "W_dec", "b_dec") if n not in raw]
+        if missing:
+            raise SAELoadError(f"{weights_path}: missing tensor(s) {', '.join(missing)} (found: {', '.join(sorted(raw))})")
+        encoder = raw["encoder.weight"]  # [num_latents, d_in] (torch Linear layout)
+        weights = {"W_enc": encoder.T, "W_dec": raw["W_dec"], "b_dec": raw["b_dec"],
+                   "b_enc": raw.get("encoder.bias", mx.zeros((encoder.shape[0],), dtype=encoder.dtype))}
+        if tuple(encoder.shape) != (ours.d_sae, ours.d_in):
+            raise SAELoadError(
+                f"{weights_path}: encoder.weight has shape {list(encoder.shape)}, expected [{ours.d_sae}, {ours.d_in}] "
+                f"(num_latents={ours.d_sae}, d_in={ours.d_in})"
+            )
+        return ours, weights, weights_path
+    # Gemma Scope: arrays only; SAELens maps lower-case ``w_enc`` to ``W_enc`` too.
+    raw = read_npz(location) if location.suffix == ".npz" else read_safetensors(location)
+    weights = {("W_" + k[2:] if k.startswith("w_") else k): v for k, v in raw.items()}
+    for name in ("W_enc", "threshold"):
+        if name not in weights:
+            raise SAELoadError(f"{location}: missing tensor(s) {name} (found: {', '.join(sorted(weights)) or 'none'})")
+    if weights["W_enc"].ndim != 2:
+        raise SAELoadError(f"{location}: W_enc has shape {list(weights['W_enc'].shape)}, expected [d_in, d_sae]")
+    d_in, d_sae = (int(n) for n in weights["W_enc"].shape)
+    point = hook_point or _gemma_scope_point(location)
+    if point is None:
+        raise SAELoadError(f"{location}: cannot tell the hook point from the path; pass it (e.g. hook_point='resid_post.12')")
+    if point == "embed" and "embedding" in location.as_posix():
+        # Gemma Scope's embedding SAEs read the √d_model-scaled embedding (SAELens' gemma loader rescales).
+        weights["W_enc"] = weights["W_enc"] / np.sqrt(d_in)
+        weights["W_dec"] = weights["W_dec"] * np.sqrt(d_in)
+    model = re.search(r"gemma-scope-(\d+b)-(pt|it)", location.as_posix())
+    ours = SAEConfig(
+        d_in=d_in, d_sae=d_sae, architecture="jumprelu", hook_point=point, apply_b_dec_to_input=False,
+        sae_id=location.parent.name or location.stem, model_name=f"gemma-2-{model.group(1)}" + ("-it" if model.group(2) == "it" else "")
+        if model else None, source_format="gemma_scope",
+    )
+    return ours, weights, location
+
+
+# -- public API -----------------------------------------------------------------------------------
+def load_sae(
+    path: str | os.PathLike,
+    model: Any = None,
+    *,
+    fingerprint: Any = None,
+    hook_point: str | None = None,
+    dtype: str | None = None,
+    attach_records: bool = True,
+) -> SAE:
+    """Load an SAE in any supported format (auto-detected) and check that it fits ``model``.
+
+    ``model``: a :class:`~mlx_hooks.loader.LoadedModel`, an mlx-lm model or a
+    :class:`~mlx_hooks.points.ModelAdapter`; ``fingerprint``: the model's
+    :class:`~mlx_hooks.fingerprint.ModelFingerprint` (taken from a LoadedModel if not
+    given). ``hook_point`` overrides the file's. ``dtype`` casts the weights (default: as
+    stored). Feature records and labels stored beside the weights are attached
+    (``sae.max_activations``, ``sae.labels``) when they match these weights.
+    """
+    kind, location = detect_format(path)
+    cfg, weights, where = _read_format(kind, location, hook_point)
+    sae = build_sae(cfg, weights, where, dtype)
+    # Fit problems are about what the config says: name cfg.json where there is one.
+    check_fits(sae, model, fingerprint=fingerprint, where=location / CFG_FILE if location.is_dir() else location)
+    if attach_records and location.is_dir():
+        from .features import attach_feature_info
+
+        attach_feature_info(sae, location)
+    return sae
+
+
+def check_fits(sae: SAE, model: Any = None, *, fingerprint: Any = None, where: Path | str = "SAE") -> None:
+    """Refuse an SAE whose hook point, width or recorded model does not fit ``model``.
+
+    A different fingerprint of the same architecture (a fine-tune) is a
+    :class:`FingerprintWarning`; a different architecture is an error.
+    """
+    from ..fingerprint import ModelFingerprint
+    from ..points import ModelAdapter
+
+    adapter = None
+    if model is not None:
+        if fingerprint is None:
+            fingerprint = getattr(model, "fingerprint", None)
+        if isinstance(model, ModelAdapter):
+            adapter = model
+        else:  # an mlx-lm model, or a LoadedModel holding one
+            adapter = ModelAdapter(model if isinstance(model, nn.Module) else model.model)
+    if adapter is not None:
+        try:
+            point = adapter.parse(sae.cfg.hook_point)
+        except HookPointError as exc:
+            raise SAELoadError(f"{where}: the SAE's hook point does not exist on this model: {exc}") from exc
+        sae.cfg.hook_point = point.name
+        width = adapter.d_model  # every Symbiont point is residual-width
+        if sae.cfg.d_in != width:
+            raise SAELoadError(
+                f"{where}: the SAE reads {sae.cfg.d_in}-wide activations at {point.name}, "
+                f"but this model's width there is {width}"
+            )
+    recorded = sae.cfg.model_fingerprint
+    if fingerprint is not None and recorded:
+        try:
+            theirs = ModelFingerprint.from_dict(recorded)
+        except (ValueError, TypeError) as exc:
+            raise SAELoadError(f"{where}: recorded model fingerprint is malformed ({exc})") from exc
+        if theirs != fingerprint:
+            if not theirs.same_architecture(fingerprint):
+                raise SAELoadError(
+                    f"{where}: trained on a different model: expected {theirs.short}, found {fingerprint.short} "
+                    f"({'; '.join(d for d in theirs.differences(fingerprint) if not d.startswith('weights_hash'))})"
+                )
+            warnings.warn(
+                f"{where}: trained on {theirs.short}; the loaded model {fingerprint.short} has the same "
+                "architecture but different weights (a fine-tune?): features may not mean the same",
+                FingerprintWarning, stacklevel=3,
+            )
+
+
+def canonical_weights(sae: SAE) -> tuple[dict[str, mx.array], SAEConfig]:
+    """The weights and config as saved: a constant input scale folded into the weights."""
+    cfg = SAEConfig.from_dict(sae.cfg.to_dict())
+    weights = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
+    if cfg.architecture in ("jumprelu", "batchtopk"):
+        weights["threshold"] = sae.threshold
+    if cfg.normalisation == "constant_scale":
+        s = cfg.input_scale  # SAELens' fold_activation_norm_scaling_factor
+        weights["W_enc"] = weights["W_enc"] * s
+        weights["W_dec"] = weights["W_dec"] / s
+        weights["b_dec"] = weights["b_dec"] / s
+        cfg.extra = {**cfg.extra, "folded_input_scale": s}
+        cfg.normalisation, cfg.input_scale = "none", 1.0
+    return {k: mx.contiguous(v) for k, v in weights.items()}, cfg
+
+
+def saelens_cfg(cfg: SAEConfig) -> dict:
+    """cfg.json content: SAELens' flat fields (5.x and 6.x) plus our ``symbiont`` block."""
+    extra = cfg.extra or {}
+    architecture = "jumprelu" if cfg.architecture == "batchtopk" else cfg.architecture  # SAELens: BatchTopK infers as JumpReLU
+    hook_name = hook_name_for_point(cfg.hook_point)
+    model_name = cfg.model_name or (cfg.model_fingerprint or {}).get("architecture") or "unknown"
+    flat = {
+        "architecture": architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": cfg.dtype, "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": {"none": "none", "constant_scale": "expected_average_only_in"}.get(
+            cfg.normalisation, cfg.normalisation),
+        "reshape_activations": "none",
+        "activation_fn_str": "topk" if architecture == "topk" else "relu",
+        "activation_fn_kwargs": {"k": cfg.k} if architecture == "topk" else {},
+        "finetuning_scaling_factor": False, "model_name": model_name, "hook_name": hook_name,
+        "hook_layer": layer_of_point(cfg.hook_point), "hook_head_index": None,
+        "context_size": int(extra.get("context_size", 1024)), "prepend_bos": bool(extra.get("prepend_bos", False)),
+        "dataset_path": str(extra.get("dataset_path", "")), "dataset_trust_remote_code": False,
+        "sae_lens_training_version": None, "neuronpedia_id": None,
+        "metadata": {"model_name": model_name, "hook_name": hook_name},
+    }
+    if architecture == "topk":
+        flat["k"] = cfg.k
+    flat["symbiont"] = {"version": SYMBIONT_BLOCK_VERSION, "config": cfg.to_dict()}
+    return flat
+
+
+def save_sae(sae: SAE, folder: str | os.PathLike) -> Path:
+    """Write ``sae`` as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``).
+
+    A new folder appears whole (written beside it, then renamed). Into an existing
+    folder the weights, then cfg.json, are each replaced atomically; feature records
+    and labels there stay (they record which weights they describe).
+    """
+    folder = Path(folder)
+    weights, cfg = canonical_weights(sae)
+    cfg_text = json.dumps(saelens_cfg(cfg), indent=1)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise SAELoadError(f"{folder}: exists and is not a folder")
+    if not folder.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+        try:
+            mx.save_safetensors(str(tmp / SAELENS_WEIGHTS), weights, metadata={"format": "mlx"})
+            (tmp / CFG_FILE).write_text(cfg_text)
+            os.rename(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+    fd, tmp_name = tempfile.mkstemp(prefix=".sae_weights.", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    try:
+        mx.save_safetensors(tmp_name, weights, metadata={"format": "mlx"})
+        os.replace(tmp_name, folder / SAELENS_WEIGHTS)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    atomic_write_text(folder / CFG_FILE, cfg_text)
+    return folder
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def weights_digest(sae: SAE) -> str:
+    """sha256 of the weights as saved (names, shapes, dtypes, bytes): ties records to weights."""
+    import hashlib
+
+    weights, _ = canonical_weights(sae)
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        array = weights[name]
+        digest.update(f"{name}|{tuple(array.shape)}|{array.dtype}\n".encode())
+        digest.update(np.array(array.view(mx.uint16) if array.dtype == mx.bfloat16 else array).tobytes())
+    return digest.hexdigest()
