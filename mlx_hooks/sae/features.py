@@ -34,7 +34,9 @@ import numpy as np
 
 from ..errors import SAELoadError
 from ..points import ModelAdapter
-from .formats import atomic_write_text, check_fits, read_json, weights_digest
+from .files import atomic_write_text, read_json
+from .fit import check_fits
+from .saving import weights_digest
 from .model import SAE
 from .text_activations import iter_text_activations, tokenize_texts, tokens_per_batch_for
 

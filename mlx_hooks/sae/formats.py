@@ -20,11 +20,8 @@ Formats (``load_sae`` tells them apart by their files):
   ``encode = topk(relu(encoder(x − b_dec)))`` (``sparsify/sparse_coder.py``, ``fused_encoder.py``).
   The hook point is the folder's name (see :mod:`.hook_names`).
 
-Saving writes SAELens' folder with the flat fields both SAELens 5.x and 6.x read, plus a
-``symbiont`` block (our :class:`SAEConfig`, with the model fingerprint). A constant input
-scale is folded into the weights first, as SAELens' own trainer does at the end of
-training (``fold_activation_norm_scaling_factor``): SAELens' ``load_from_disk`` never
-applies a scale, so an unfolded one would silently change the SAE there.
+Saving (:mod:`.saving`, re-exported here) writes SAELens' native folder; fit checks are
+in :mod:`.fit`, file reading in :mod:`.files`.
 """
 
 from __future__ import annotations
@@ -32,90 +29,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
-from ..errors import HookPointError, SAELoadError
-from .hook_names import hook_name_for_point, layer_of_point, point_from_hook_name
+from ..errors import SAELoadError
+from .features import attach_feature_info
+from .files import read_json, read_npz, read_safetensors
+from .fit import FingerprintWarning, check_fits
+from .hook_names import point_from_hook_name
 from .model import SAE, SAEConfig
+from .saving import CFG_FILE, SAELENS_WEIGHTS, save_sae, weights_digest
 
-CFG_FILE = "cfg.json"
-SAELENS_WEIGHTS = "sae_weights.safetensors"
+__all__ = ["FingerprintWarning", "check_fits", "detect_format", "load_sae", "save_sae", "weights_digest"]
+
 SPARSIFY_WEIGHTS = "sae.safetensors"
 GEMMA_SCOPE_FILES = ("params.npz", "params.safetensors")
-SYMBIONT_BLOCK_VERSION = 1
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-
-
-class FingerprintWarning(UserWarning):
-    """The SAE was trained on a model of the same architecture but different weights."""
-
-
-# -- reading files ------------------------------------------------------------------------------
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise SAELoadError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SAELoadError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise SAELoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
-
-
-def read_safetensors(path: Path) -> dict[str, mx.array]:
-    """All tensors of a safetensors file, after safetensors' own header/length validation."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise SAELoadError(f"{path}: file not found")
-    try:
-        # safe_open checks the header and that every tensor's byte range lies inside the
-        # file, so a truncated download is caught here with safetensors' own message.
-        with safe_open(str(path), framework="numpy") as handle:
-            dtypes = {key: handle.get_slice(key).get_dtype() for key in handle.keys()}
-            if "BF16" not in dtypes.values():  # numpy reads everything but bfloat16
-                arrays = {key: handle.get_tensor(key) for key in dtypes}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise SAELoadError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
-    if "BF16" in dtypes.values():
-        try:
-            return dict(mx.load(str(path), format="safetensors"))
-        except (RuntimeError, ValueError) as exc:
-            raise SAELoadError(f"{path}: cannot read this safetensors file with MLX ({exc})") from exc
-    out = {}
-    for key, value in arrays.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            raise SAELoadError(f"{path}: tensor {key!r} has dtype {value.dtype}, expected floating point")
-        out[key] = mx.array(value.astype(np.float32) if value.dtype == np.float64 else value)
-    return out
-
-
-def read_npz(path: Path) -> dict[str, mx.array]:
-    if not path.is_file():
-        raise SAELoadError(f"{path}: file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:  # never unpickle
-            arrays = {key: np.asarray(data[key]) for key in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise SAELoadError(f"{path}: not a readable .npz file ({exc})") from exc
-    out = {}
-    for key, value in arrays.items():
-        if value.dtype == np.float64:
-            value = value.astype(np.float32)
-        if not np.issubdtype(value.dtype, np.floating):
-            raise SAELoadError(f"{path}: array {key!r} has dtype {value.dtype}, expected floating point")
-        out[key] = mx.array(value)
-    return out
 
 
 # -- format detection ---------------------------------------------------------------------------
@@ -282,6 +215,8 @@ def _sparsify_config(cfg: dict, folder: Path, hook_point: str | None) -> SAEConf
     return SAEConfig(
         d_in=d_in, d_sae=d_sae, architecture="topk", k=int(cfg["k"]),
         hook_point=_hook_point(folder.name, hook_point, where, "a hook point folder name"),
+        # sparsify's SparseCoder.encode always subtracts b_dec (transcoders aside); SAELens'
+        # converter derives it from normalize_decoder instead, which that code does not do.
         apply_b_dec_to_input=True, sae_id=folder.name, model_name=model_name if isinstance(model_name, str) else None,
         source_format="sparsify", extra={k: v for k, v in cfg.items() if k not in ("d_in", "k")},
     )
@@ -440,161 +375,5 @@ def load_sae(
     # Fit problems are about what the config says: name cfg.json where there is one.
     check_fits(sae, model, fingerprint=fingerprint, where=location / CFG_FILE if location.is_dir() else location)
     if attach_records and location.is_dir():
-        from .features import attach_feature_info
-
         attach_feature_info(sae, location)
     return sae
-
-
-def check_fits(sae: SAE, model: Any = None, *, fingerprint: Any = None, where: Path | str = "SAE") -> None:
-    """Refuse an SAE whose hook point, width or recorded model does not fit ``model``.
-
-    A different fingerprint of the same architecture (a fine-tune) is a
-    :class:`FingerprintWarning`; a different architecture is an error.
-    """
-    from ..fingerprint import ModelFingerprint
-    from ..points import ModelAdapter
-
-    adapter = None
-    if model is not None:
-        if fingerprint is None:
-            fingerprint = getattr(model, "fingerprint", None)
-        if isinstance(model, ModelAdapter):
-            adapter = model
-        else:  # an mlx-lm model, or a LoadedModel holding one
-            adapter = ModelAdapter(model if isinstance(model, nn.Module) else model.model)
-    if adapter is not None:
-        try:
-            point = adapter.parse(sae.cfg.hook_point)
-        except HookPointError as exc:
-            raise SAELoadError(f"{where}: the SAE's hook point does not exist on this model: {exc}") from exc
-        sae.cfg.hook_point = point.name
-        width = adapter.d_model  # every Symbiont point is residual-width
-        if sae.cfg.d_in != width:
-            raise SAELoadError(
-                f"{where}: the SAE reads {sae.cfg.d_in}-wide activations at {point.name}, "
-                f"but this model's width there is {width}"
-            )
-    recorded = sae.cfg.model_fingerprint
-    if fingerprint is not None and recorded:
-        try:
-            theirs = ModelFingerprint.from_dict(recorded)
-        except (ValueError, TypeError) as exc:
-            raise SAELoadError(f"{where}: recorded model fingerprint is malformed ({exc})") from exc
-        if theirs != fingerprint:
-            if not theirs.same_architecture(fingerprint):
-                raise SAELoadError(
-                    f"{where}: trained on a different model: expected {theirs.short}, found {fingerprint.short} "
-                    f"({'; '.join(d for d in theirs.differences(fingerprint) if not d.startswith('weights_hash'))})"
-                )
-            warnings.warn(
-                f"{where}: trained on {theirs.short}; the loaded model {fingerprint.short} has the same "
-                "architecture but different weights (a fine-tune?): features may not mean the same",
-                FingerprintWarning, stacklevel=3,
-            )
-
-
-def canonical_weights(sae: SAE) -> tuple[dict[str, mx.array], SAEConfig]:
-    """The weights and config as saved: a constant input scale folded into the weights."""
-    cfg = SAEConfig.from_dict(sae.cfg.to_dict())
-    weights = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
-    if cfg.architecture in ("jumprelu", "batchtopk"):
-        weights["threshold"] = sae.threshold
-    if cfg.normalisation == "constant_scale":
-        s = cfg.input_scale  # SAELens' fold_activation_norm_scaling_factor
-        weights["W_enc"] = weights["W_enc"] * s
-        weights["W_dec"] = weights["W_dec"] / s
-        weights["b_dec"] = weights["b_dec"] / s
-        cfg.extra = {**cfg.extra, "folded_input_scale": s}
-        cfg.normalisation, cfg.input_scale = "none", 1.0
-    return {k: mx.contiguous(v) for k, v in weights.items()}, cfg
-
-
-def saelens_cfg(cfg: SAEConfig) -> dict:
-    """cfg.json content: SAELens' flat fields (5.x and 6.x) plus our ``symbiont`` block."""
-    extra = cfg.extra or {}
-    architecture = "jumprelu" if cfg.architecture == "batchtopk" else cfg.architecture  # SAELens: BatchTopK infers as JumpReLU
-    hook_name = hook_name_for_point(cfg.hook_point)
-    model_name = cfg.model_name or (cfg.model_fingerprint or {}).get("architecture") or "unknown"
-    flat = {
-        "architecture": architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": cfg.dtype, "device": "cpu",
-        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
-        "normalize_activations": {"none": "none", "constant_scale": "expected_average_only_in"}.get(
-            cfg.normalisation, cfg.normalisation),
-        "reshape_activations": "none",
-        "activation_fn_str": "topk" if architecture == "topk" else "relu",
-        "activation_fn_kwargs": {"k": cfg.k} if architecture == "topk" else {},
-        "finetuning_scaling_factor": False, "model_name": model_name, "hook_name": hook_name,
-        "hook_layer": layer_of_point(cfg.hook_point), "hook_head_index": None,
-        "context_size": int(extra.get("context_size", 1024)), "prepend_bos": bool(extra.get("prepend_bos", False)),
-        "dataset_path": str(extra.get("dataset_path", "")), "dataset_trust_remote_code": False,
-        "sae_lens_training_version": None, "neuronpedia_id": None,
-        "metadata": {"model_name": model_name, "hook_name": hook_name},
-    }
-    if architecture == "topk":
-        flat["k"] = cfg.k
-    flat["symbiont"] = {"version": SYMBIONT_BLOCK_VERSION, "config": cfg.to_dict()}
-    return flat
-
-
-def save_sae(sae: SAE, folder: str | os.PathLike) -> Path:
-    """Write ``sae`` as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``).
-
-    A new folder appears whole (written beside it, then renamed). Into an existing
-    folder the weights, then cfg.json, are each replaced atomically; feature records
-    and labels there stay (they record which weights they describe).
-    """
-    folder = Path(folder)
-    weights, cfg = canonical_weights(sae)
-    cfg_text = json.dumps(saelens_cfg(cfg), indent=1)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists() and not folder.is_dir():
-        raise SAELoadError(f"{folder}: exists and is not a folder")
-    if not folder.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
-        try:
-            mx.save_safetensors(str(tmp / SAELENS_WEIGHTS), weights, metadata={"format": "mlx"})
-            (tmp / CFG_FILE).write_text(cfg_text)
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
-    fd, tmp_name = tempfile.mkstemp(prefix=".sae_weights.", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        mx.save_safetensors(tmp_name, weights, metadata={"format": "mlx"})
-        os.replace(tmp_name, folder / SAELENS_WEIGHTS)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    atomic_write_text(folder / CFG_FILE, cfg_text)
-    return folder
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def weights_digest(sae: SAE) -> str:
-    """sha256 of the weights as saved (names, shapes, dtypes, bytes): ties records to weights."""
-    import hashlib
-
-    weights, _ = canonical_weights(sae)
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        array = weights[name]
-        digest.update(f"{name}|{tuple(array.shape)}|{array.dtype}\n".encode())
-        digest.update(np.array(array.view(mx.uint16) if array.dtype == mx.bfloat16 else array).tobytes())
-    return digest.hexdigest()

@@ -13,10 +13,14 @@ Python values. Fastest with its ``tap`` attached as well (last at the SAE's poin
 position of each forward call inside the forward's own graph, tied to the output with
 ``mx.depends``: the ``[1, d_in] @ [d_in, d_sae]`` product is evaluated with the step,
 on the generation stream, and the reader only copies ``d_sae`` finished floats and
-picks the top-N in numpy (~0.1 ms). A reader that evaluates anything itself waits for
-the stream or competes with the model's BLAS threads for the CPU while the next step
-runs (mlx-lm builds step n+1 before it hands out token n): measured on this project's
-2-core Linux box, that cost 5–40% of generation speed; the tap cost nothing measurable.
+picks the top-N in numpy (~0.1 ms of the engine thread's time per step). A reader that
+evaluates anything itself runs while mlx-lm's next step is in flight (it builds step
+n+1 before it hands out token n), so it waits for it or competes with it for the CPU.
+Measured on this project's 2-core Linux box (SmolLM2-135M, SAE 576 → 4608, 40 tokens,
+6 interleaved runs, the machine otherwise busy): tap 1.02× and MLX-reader 1.03× the
+tokens/s of capture-only hooked generation (run-to-run spread ±30%), the MLX reader
+blocking 30–65 ms a step; the numpy reader 0.69× (numpy's own BLAS threads fight the
+model's).
 
 Without the tap, the reader encodes the activation it is given (``strategy``):
 
@@ -24,8 +28,7 @@ Without the tap, the reader encodes the activation it is given (``strategy``):
 - ``device``: encode and top-N in MLX, one evaluation, only N + watched values copied;
 - ``numpy``: the whole encode in numpy from float32 copies of the weights. Alone it is
   the fastest on a CPU (~0.3 ms for 576 → 4608, against ~1.2 ms for one MLX CPU
-  matmul; ``python -m mlx_hooks.sae.meters``), but numpy's own BLAS threads fight the
-  model's during generation.
+  matmul; ``python -m mlx_hooks.sae.meters``), but not during generation (above).
 
 Clamps pin latents on every forward pass with :meth:`SAE.clamp_intervention`
 (``x ← x + Σ dᵢ·(λᵢ − fᵢ(x))``, the SAE's error term stays in place). λ is absolute,

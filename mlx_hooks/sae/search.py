@@ -11,7 +11,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..activation_cache import ActivationRecorder
-from .formats import check_fits
+from .fit import check_fits
 from .meters import FeatureMeter, LatentValue
 from .model import SAE
 from .text_activations import iter_text_activations, tokenize_texts, tokens_per_batch_for
