@@ -93,14 +93,15 @@ def read_text_folder(folder: str | os.PathLike) -> list[str]:
             except UnicodeDecodeError as exc:
                 raise SymbiontError(f"{path}: not UTF-8 text ({exc})") from exc
         elif path.suffix == ".jsonl":
-            texts += _read_jsonl(path)
+            texts += read_jsonl_texts(path)
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise SymbiontError(f"{folder}: no text found in .txt or .jsonl files")
     return texts
 
 
-def _read_jsonl(path: Path) -> list[str]:
+def read_jsonl_texts(path: Path) -> list[str]:
+    """The ``text`` field of every line of a JSONL file (errors name the file and line)."""
     texts = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):

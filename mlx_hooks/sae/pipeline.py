@@ -125,3 +125,27 @@ def write_json_atomic(path: Path, data) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def export_sae(
+    sae: SAE,
+    loaded,
+    run: RunConfig,
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Save a finished run's SAE in SAELens format with its training record and feature
+    records (top contexts on the held-out documents, promoted tokens, labels)."""
+    from .features import build_feature_records
+    from .formats import save_sae
+
+    run_dir, out = Path(run_dir), Path(out)
+    save_sae(sae, out)
+    record = run_dir / "training_record.json"
+    if record.exists():
+        write_json_atomic(out / "training_record.json", json.loads(record.read_text()))
+    texts = corpus_texts(run, loaded, run_dir)
+    _, held_texts = split_held_out(texts, run.held_out_fraction, run.train.seed)
+    build_feature_records(sae, loaded.model, loaded.tokenizer, held_texts, folder=out, progress=progress)
+    return out

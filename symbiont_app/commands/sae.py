@@ -4,6 +4,7 @@
     symbiont sae search  PATH --label TEXT                      latents by label
     symbiont sae search  PATH --contrast POS_FILE NEG_FILE      latents more active on one prompt set
     symbiont sae eval    PATH --model M --text FILE             FVU, L0, dead latents, loss recovered
+    symbiont sae train   --out FOLDER [--model M] [--point P] [--corpus builtin|DIR] ...   train a TopK SAE
 
 PATH is an SAE folder or file in any format `mlx_hooks.sae.formats` reads (SAELens,
 Gemma Scope, sparsify). Each sub-command is one ``_add_*`` function listed in
@@ -44,17 +45,9 @@ def read_texts(path: str | Path, one_per_line: bool) -> list[str]:
         raise ValueError(f"{path}: file not found")
     content = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(content.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{path}:{number}: expected an object with a \"text\" string")
-            texts.append(record["text"])
+        from mlx_hooks.sae.corpus import read_jsonl_texts
+
+        texts = read_jsonl_texts(path)
     elif one_per_line:
         texts = [line.strip() for line in content.splitlines() if line.strip()]
     else:
@@ -211,7 +204,60 @@ def _add_common(parser: argparse.ArgumentParser, model_required: bool) -> None:
     parser.add_argument("--hook-point", default=None, help="override the SAE's hook point (e.g. resid_post.12)")
 
 
-SUBCOMMANDS = (_add_inspect, _add_search, _add_eval)
+def cmd_train(args) -> int:
+    from mlx_hooks.sae.pipeline import RunConfig, export_sae, train_sae
+    from mlx_hooks.sae.train import TrainConfig
+
+    from ..cli import load_from_args
+
+    loaded = load_from_args(args)
+    train = TrainConfig(d_sae=args.d_sae, k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed)
+    run = RunConfig(hook_point=args.point, corpus=args.corpus, context_length=args.context_length, train=train)
+    run_dir = Path(args.run_dir or Path(args.out).with_name(Path(args.out).name + ".run"))
+
+    def stage(name, done, total):
+        print(f"{name}: {done}/{total}", file=sys.stderr, flush=True)
+
+    def report(r):
+        print(f"step {r.step}/{r.steps}  tokens {r.tokens_seen}  mse {r.mse:.4f}  variance explained "
+              f"{r.variance_explained:.3f}  L0 {r.l0:.1f}  dead {r.dead_fraction:.3f}", file=sys.stderr, flush=True)
+
+    try:
+        sae, evaluation = train_sae(loaded, run, run_dir, on_report=report, on_stage=stage)
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume from {run_dir}", file=sys.stderr)
+        return 130
+    if evaluation is None:
+        print(f"not finished: run the same command again to resume from {run_dir}", file=sys.stderr)
+        return 1
+    print(json.dumps(evaluation.to_dict(), indent=1))
+    export_sae(sae, loaded, run, run_dir, args.out, progress=lambda a, b: stage("feature records", a, b))
+    print(f"saved {args.out} (SAELens format, training record, feature records)")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from ..cli import add_model_args
+
+    parser = sub.add_parser("train", help="train a TopK SAE on a hook point (resumable: re-run to continue)")
+    add_model_args(parser)
+    parser.add_argument("--out", required=True, help="folder for the finished SAE (SAELens format)")
+    parser.add_argument("--run-dir", help="working folder: corpus, activation buffer, checkpoints (default: OUT.run)")
+    parser.add_argument("--point", default="resid_post.15", help="hook point, e.g. resid_post.15")
+    parser.add_argument("--corpus", default="builtin",
+                        help="'builtin' (Python's docs + model-written text) or a folder of .txt/.jsonl files")
+    parser.add_argument("--context-length", type=int, default=128)
+    parser.add_argument("--d-sae", type=int, default=4608, help="number of latents")
+    parser.add_argument("--k", type=int, default=32, help="active latents per token")
+    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=cmd_train)
+
+
+SUBCOMMANDS = (_add_inspect, _add_search, _add_eval, _add_train)
 """One function per `symbiont sae` sub-command; each adds its parser to the `sae` sub-parsers."""
 
 
