@@ -166,3 +166,15 @@ def test_corpus_errors_name_file_and_line(tmp_path):
         read_text_folder(tmp_path)
     with pytest.raises(SymbiontError, match="not a folder"):
         read_text_folder(tmp_path / "missing")
+
+
+def test_attention_sink_rows_are_left_out(tmp_path):
+    data, _ = _sparse_data(n=4000)
+    data = data.copy()
+    data[::100] *= 400  # 1% of rows with outsized norms, like attention-sink positions
+    trainer = TopKTrainer(SAEConfig(d_in=32, d_sae=64, k=3), TrainConfig(steps=10, **SMALL), data, tmp_path)
+    assert trainer.outlier_fraction == pytest.approx(0.01)
+    assert not np.isin(np.arange(0, 4000, 100), trainer.rows).any()
+    threshold = trainer.sae.cfg.extra["sink_norm_threshold"]
+    norms = np.linalg.norm(data.astype(np.float32), axis=-1)
+    assert norms[::100].min() > threshold > np.median(norms)

@@ -6,9 +6,10 @@
   its hook point, against the clean loss and against zero-ablating that point:
   ``loss recovered = (L_zero − L_sae) / (L_zero − L_clean)``.
 
-The first position of every window is left untouched in both spliced runs, as in
-training (see :mod:`mlx_hooks.sae.activations`: the attention-sink position is not
-what the SAE models).
+The first position of every window, and any attention-sink position (residual norm
+above the SAE's ``sink_norm_threshold``, recorded by the trainer), is left untouched in
+both spliced runs and out of the reconstruction statistics, as in training: those
+few positions are not what the SAE models (see :mod:`mlx_hooks.sae.train`).
 """
 
 from __future__ import annotations
@@ -58,14 +59,23 @@ def evaluate_sae(model: nn.Module, sae: SAE, windows: np.ndarray, batch_windows:
     fired = np.zeros(sae.cfg.d_sae, dtype=bool)
     captured: dict[str, mx.array] = {}
 
+    sink_norm = sae.cfg.extra.get("sink_norm_threshold")
+
+    def modelled(x: mx.array) -> mx.array:  # [B, L, D] -> [B, L, 1]: positions the SAE stands in for
+        keep = mx.arange(x.shape[1])[None, :, None] > 0
+        if sink_norm is not None:
+            keep = keep & (mx.linalg.norm(x.astype(mx.float32), axis=-1, keepdims=True) <= sink_norm)
+        return mx.broadcast_to(keep, (*x.shape[:2], 1))
+
     def splice(x, ctx):  # x: [B, L, D]
-        latents = sae.encode(x[:, 1:])
-        recon = sae.decode(latents, like=x[:, 1:]).astype(x.dtype)
-        captured["x"], captured["latents"], captured["recon"] = x[:, 1:], latents, recon
-        return mx.concatenate([x[:, :1], recon], axis=1)
+        latents = sae.encode(x)
+        recon = sae.decode(latents, like=x).astype(x.dtype)
+        keep = modelled(x)
+        captured["x"], captured["latents"], captured["recon"], captured["keep"] = x, latents, recon, keep
+        return mx.where(keep, recon, x)
 
     def zero(x, ctx):
-        return mx.concatenate([x[:, :1], mx.zeros_like(x[:, 1:])], axis=1)
+        return mx.where(modelled(x), mx.zeros_like(x), x)
 
     for start in range(0, len(windows), batch_windows):
         batch = mx.array(windows[start : start + batch_windows])
@@ -74,10 +84,12 @@ def evaluate_sae(model: nn.Module, sae: SAE, windows: np.ndarray, batch_windows:
             spliced = _cross_entropy(model(batch), batch)
         with hooked(model, interventions={point: FunctionIntervention(zero, name="zero-ablate")}):
             zeroed = _cross_entropy(model(batch), batch)
-        x = captured["x"].astype(mx.float32).reshape(-1, captured["x"].shape[-1])
-        r = captured["recon"].astype(mx.float32).reshape(-1, x.shape[-1])
-        active = captured["latents"].reshape(-1, sae.cfg.d_sae) > 0
-        parts = [clean, spliced, zeroed, ((x - r) ** 2).sum(), x.sum(axis=0), (x**2).sum(), active.sum(), active.any(axis=0)]
+        keep = captured["keep"].reshape(-1, 1)  # [N, 1]
+        x = captured["x"].astype(mx.float32).reshape(-1, captured["x"].shape[-1]) * keep
+        r = captured["recon"].astype(mx.float32).reshape(-1, x.shape[-1]) * keep
+        active = (captured["latents"].reshape(-1, sae.cfg.d_sae) > 0) & keep
+        parts = [clean, spliced, zeroed, ((x - r) ** 2).sum(), x.sum(axis=0), (x**2).sum(), active.sum(),
+                 active.any(axis=0), keep.sum()]
         mx.eval(parts)
         stats["clean"] += float(parts[0].item())
         stats["sae"] += float(parts[1].item())
@@ -85,7 +97,7 @@ def evaluate_sae(model: nn.Module, sae: SAE, windows: np.ndarray, batch_windows:
         stats["resid"] += float(parts[3].item())
         stats["sum"] = np.array(parts[4], dtype=np.float64) + (0 if stats["sum"] is None else stats["sum"])
         stats["sumsq"] += float(parts[5].item())
-        stats["n"] += x.shape[0]
+        stats["n"] += int(parts[8].item())
         stats["l0"] += float(parts[6].item())
         fired |= np.array(parts[7])
 
