@@ -27,7 +27,7 @@ from mlx_hooks.loader import load_model  # noqa: E402
 from mlx_hooks.sae.formats import load_sae  # noqa: E402
 from mlx_hooks.sae.meters import FeatureMeter  # noqa: E402
 
-DEFAULT_SAE = os.path.join(os.path.dirname(__file__), "..", "sae_weights", "smollm2-135m-instruct-resid_post.15-topk")
+DEFAULT_SAE = os.path.join(os.path.dirname(__file__), "..", "sae_weights", "smollm2-135m-instruct", "resid_post.15-topk32-4608")
 
 
 def main() -> int:

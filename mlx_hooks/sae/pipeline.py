@@ -110,7 +110,7 @@ def train_sae(
         "run_config": asdict(run), "corpus": {
             "kind": run.corpus, "documents": len(texts), "train_documents": len(train_texts),
             "held_out_documents": len(held_texts), "train_tokens": int(buffer.n_rows),
-            "held_out_eval_tokens": evaluation.tokens,
+            "held_out_eval_tokens": evaluation.tokens, "sink_rows_left_out": round(trainer.outlier_fraction, 6),
         },
         "reports": reports, "evaluation": evaluation.to_dict(),
         "environment": {"mlx": mx.__version__, "device": str(mx.default_device()), "platform": platform.platform()},
