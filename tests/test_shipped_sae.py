@@ -39,7 +39,7 @@ def sae(default):
 
 def test_files_are_small_and_complete():
     sizes = {p.name: p.stat().st_size for p in SHIPPED.iterdir()}
-    assert {"cfg.json", "sae_weights.safetensors", "training_record.json", "feature_records.json"} <= set(sizes)
+    assert {"cfg.json", "sae_weights.safetensors", "training_record.json", "feature_records.json.gz"} <= set(sizes)
     assert sum(sizes.values()) <= 25 * 2**20
 
 

@@ -34,13 +34,15 @@ import numpy as np
 
 from ..errors import SAELoadError
 from ..points import ModelAdapter
-from .files import atomic_write_text, read_json
+from .files import atomic_write_gzip_text, atomic_write_text, read_gzip_json, read_json
 from .fit import check_fits
 from .saving import weights_digest
 from .model import SAE
 from .text_activations import iter_text_activations, tokenize_texts, tokens_per_batch_for
 
-RECORDS_FILE = "feature_records.json"
+# Compressed: the shipped SAE's records are 9.3 MB as JSON, 1-2 MB gzipped (sae_weights/ stays small).
+RECORDS_FILE = "feature_records.json.gz"
+LEGACY_RECORDS_FILE = "feature_records.json"
 LABELS_FILE = "labels.json"
 RECORDS_VERSION = 1
 
@@ -182,18 +184,23 @@ def set_label(folder: str | Path, latent: int, text: str | None) -> dict[int, st
 
 # -- records on disk --------------------------------------------------------------------------------
 def save_feature_records(records: FeatureRecords, folder: str | Path) -> Path:
-    """Write ``feature_records.json`` (atomically); ``labels.json`` is left alone."""
+    """Write ``feature_records.json.gz`` (atomically, byte-stable); ``labels.json`` is left alone."""
     path = Path(folder) / RECORDS_FILE
-    atomic_write_text(path, json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":")))
+    atomic_write_gzip_text(path, json.dumps(records.to_dict(), ensure_ascii=False, separators=(",", ":")))
+    (Path(folder) / LEGACY_RECORDS_FILE).unlink(missing_ok=True)  # never two versions side by side
     return path
 
 
 def load_feature_records(folder: str | Path) -> FeatureRecords | None:
     """Records stored in ``folder`` with the user's labels merged in; None if there are none."""
     path = Path(folder) / RECORDS_FILE
-    if not path.exists():
+    if path.exists():
+        data = read_gzip_json(path)
+    elif (path := Path(folder) / LEGACY_RECORDS_FILE).exists():
+        data = read_json(path)
+    else:
         return None
-    records = FeatureRecords.from_dict(read_json(path), path)
+    records = FeatureRecords.from_dict(data, path)
     records.user_labels = load_labels(folder)
     return records
 

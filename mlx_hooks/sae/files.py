@@ -78,6 +78,32 @@ def read_npz(path: Path) -> dict[str, mx.array]:
     return out
 
 
+def atomic_write_gzip_text(path: Path, text: str) -> None:
+    """Like :func:`atomic_write_text`, gzip-compressed with a fixed timestamp (same bytes every time)."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as handle:
+            handle.write(text.encode("utf-8"))
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_gzip_json(path: Path) -> dict:
+    """A gzip-compressed JSON file; errors name the file."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SAELoadError(f"{path}: corrupt or truncated compressed JSON ({exc})") from exc
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
