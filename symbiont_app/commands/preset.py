@@ -102,7 +102,9 @@ def cmd_import(args) -> int:
     print(f"{args.file}: {verdict.describe()}")
     with warnings.catch_warnings():  # the messages are printed below, once
         warnings.simplefilter("ignore")
-        applied = apply_preset(preset, loaded.model, loaded.fingerprint,
+        from mlx_hooks.sae.registry import make_resolver
+
+        applied = apply_preset(preset, loaded.model, loaded.fingerprint, sae_resolver=make_resolver(loaded),
                                allow_different_weights=args.allow_different_weights)
     for message in applied.messages:
         print(f"warning: {message}", file=sys.stderr)

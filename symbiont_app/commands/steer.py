@@ -158,7 +158,9 @@ def cmd_apply(args) -> int:
 
         with warnings.catch_warnings():  # printed below as notes
             warnings.simplefilter("ignore")
-            applied = import_preset(args.preset, loaded.model, loaded.fingerprint,
+            from mlx_hooks.sae.registry import make_resolver
+
+            applied = import_preset(args.preset, loaded.model, loaded.fingerprint, sae_resolver=make_resolver(loaded),
                                     allow_different_weights=args.allow_different_weights)
         for message in applied.messages:
             print(f"note: {message}", file=sys.stderr)
