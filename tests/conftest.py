@@ -14,6 +14,9 @@ from mlx_lm.models import llama
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if os.environ.get("SYMBIONT_TEST_DEVICE") == "cpu":
+    # CI on GitHub's macOS runners: their paravirtual Metal device is not usable for compute.
+    mx.set_default_device(mx.cpu)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -54,6 +57,15 @@ def make_tiny_llama(seed: int = 0, layers: int = 3, hidden: int = 64, vocab: int
     model.model.embed_tokens.weight = mx.random.normal(model.model.embed_tokens.weight.shape) * 0.5
     if dtype != mx.float32:
         model.set_dtype(dtype)
+    mx.eval(model.parameters())
+    return model
+
+
+def make_untied_llama(seed: int = 1, layers: int = 3, hidden: int = 64, vocab: int = 259, head_scale: float = 1.0):
+    """A tiny llama with its own lm_head: unlike the tied fixture, greedy decoding does
+    not just repeat the last token, so token sequences are varied."""
+    model = make_tiny_llama(seed=seed, layers=layers, hidden=hidden, vocab=vocab, tie_word_embeddings=False)
+    model.lm_head.weight = mx.random.normal(model.lm_head.weight.shape) * head_scale
     mx.eval(model.parameters())
     return model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx_lm.models import llama
+from conftest import make_untied_llama
 
 from mlx_hooks import ChatSession, FunctionIntervention, hooked, hooked_stream_generate
 
@@ -13,19 +13,6 @@ MAX = 8
 CAPTURE = ["resid_post.0", "resid_post.2"]
 
 
-def make_untied_llama(seed: int = 1):
-    """Tiny llama with its own lm_head, so greedy replies are varied (see test_generate)."""
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=64, num_hidden_layers=3, intermediate_size=128, num_attention_heads=4,
-        num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=259, max_position_embeddings=512,
-        tie_word_embeddings=False,
-    )
-    mx.random.seed(seed)
-    model = llama.Model(args)
-    model.model.embed_tokens.weight = mx.random.normal(model.model.embed_tokens.weight.shape) * 0.5
-    model.lm_head.weight = mx.random.normal(model.lm_head.weight.shape)
-    mx.eval(model.parameters())
-    return model
 
 
 @pytest.fixture()

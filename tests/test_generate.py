@@ -7,9 +7,8 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import make_tiny_llama
+from conftest import make_tiny_llama, make_untied_llama
 from mlx_lm.generate import stream_generate
-from mlx_lm.models import llama
 
 from mlx_hooks import (
     ActivationRecorder,
@@ -26,20 +25,6 @@ N_TOKENS = 12
 ALL_RESID = [f"resid_post.{i}" for i in range(3)]
 
 
-def make_untied_llama(seed: int = 1, layers: int = 3, hidden: int = 64, vocab: int = 259, head_scale: float = 1.0):
-    """A tiny llama with its own lm_head: unlike the tied fixture, greedy decoding
-    does not just repeat the last token, so token sequences are varied."""
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=hidden, num_hidden_layers=layers, intermediate_size=2 * hidden,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=vocab,
-        max_position_embeddings=512, tie_word_embeddings=False,
-    )
-    mx.random.seed(seed)
-    model = llama.Model(args)
-    model.model.embed_tokens.weight = mx.random.normal(model.model.embed_tokens.weight.shape) * 0.5
-    model.lm_head.weight = mx.random.normal(model.lm_head.weight.shape) * head_scale
-    mx.eval(model.parameters())
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import make_tiny_llama
-from mlx_lm.models import llama
+from conftest import make_tiny_llama, make_untied_llama
 
 from mlx_hooks import ActivationRecorder, Patch, activation_patching, hooked, logit_lens, run_logit_lens
 
@@ -14,18 +13,6 @@ TOKENS = [12, 80, 33, 7, 101, 55, 3, 240]
 K = 5
 
 
-def make_untied_llama(seed: int = 1):
-    args = llama.ModelArgs(
-        model_type="llama", hidden_size=64, num_hidden_layers=3, intermediate_size=128, num_attention_heads=4,
-        num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=259, max_position_embeddings=512,
-        tie_word_embeddings=False,
-    )
-    mx.random.seed(seed)
-    model = llama.Model(args)
-    model.model.embed_tokens.weight = mx.random.normal(model.model.embed_tokens.weight.shape) * 0.5
-    model.lm_head.weight = mx.random.normal(model.lm_head.weight.shape)
-    mx.eval(model.parameters())
-    return model
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
