@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..atomic_io import atomic_write_bytes
 from ..hooks import hooked
 from ..interventions import FunctionIntervention
 
@@ -89,10 +89,7 @@ class ActivationBuffer:
 
     def mark(self, filled_rows: int, windows_done: int, meta: dict) -> None:
         record = {"filled_rows": filled_rows, "windows_done": windows_done, "n_rows": self.n_rows, "d": self.d, **meta}
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, self.progress_path)
+        atomic_write_bytes(self.progress_path, json.dumps(record).encode("utf-8"))
 
     def windows_done(self) -> int:
         if not self.progress_path.exists():

@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ..atomic_io import atomic_write_bytes
 from ..errors import SymbiontError
 
 TOPICS = [
@@ -164,12 +164,8 @@ def generate_texts(
 
 
 def _write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    atomic_write_bytes(path, lines.encode("utf-8"))
 
 
 def split_held_out(texts: Sequence[str], fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:

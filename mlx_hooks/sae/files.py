@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
+from ..atomic_io import atomic_write_bytes
 from ..errors import SAELoadError
 
 
@@ -82,15 +82,7 @@ def atomic_write_gzip_text(path: Path, text: str) -> None:
     """Like :func:`atomic_write_text`, gzip-compressed with a fixed timestamp (same bytes every time)."""
     import gzip
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as handle:
-            handle.write(text.encode("utf-8"))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), mtime=0))
 
 
 def read_gzip_json(path: Path) -> dict:
@@ -105,15 +97,5 @@ def read_gzip_json(path: Path) -> dict:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write a UTF-8 text file atomically (temporary file in the same folder, then ``os.replace``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable
 
 import mlx.core as mx
 
+from ..atomic_io import atomic_write_bytes
 from .activations import extract_activations, token_windows
 from .corpus import builtin_prompts, generate_texts, python_docs_texts, read_text_folder, split_held_out
 from .evaluate import SAEEvaluation, evaluate_sae
@@ -121,10 +121,7 @@ def train_sae(
 
 
 def write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def export_sae(
