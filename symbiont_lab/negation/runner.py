@@ -5,6 +5,7 @@ Folder layout::
     config.json                          the settings results depend on (checked on resume)
     results/<experiment>/seed_007.json   one file per finished seed, written atomically
     runs.json                            one entry per invocation: wall time, CPU time, what it computed
+    progress.jsonl                       one line per finished chunk (:mod:`symbiont_lab.progress`)
     report.md, summary.json, plots/      written by :mod:`.report` at the end
 
 A run plans the seeds that have no result file yet, in chunks (``DEFAULT_CHUNK_SEEDS``
@@ -28,6 +29,7 @@ from typing import Callable
 
 from mlx_hooks.atomic_io import atomic_write_bytes
 
+from ..progress import ProgressLog
 from .experiments import EXPERIMENTS, NegationConfig, run_unit, unit_cost
 
 FORMAT_VERSION = 1
@@ -220,12 +222,19 @@ def run_lab(
     config_dict = {**config.identity(), "seeds": config.seeds, "representation_seeds": config.representation_seeds,
                    "experiments": list(config.experiments)}
 
+    log = ProgressLog(folder.path)
+    all_seeds = sum(config.seeds_of(e) for e in config.experiments)
+    already = sum(len(v) for v in summary.skipped.values())
+    log.emit("start", already, all_seeds, f"{len(units)} chunk(s) to run on {workers} worker(s)")
+
     def finished(unit: Unit, results: dict, seconds: float) -> None:
         for seed in unit.seeds:
             folder.save_result(unit.experiment, seed, results[seed], unit.seeds, seconds)
         summary.computed.setdefault(unit.experiment, []).extend(unit.seeds)
         done = sum(len(v) for v in summary.computed.values())
         total = sum(len(u.seeds) for u in units)
+        log.emit(f"{unit.experiment} seeds {unit.seeds[0]}-{unit.seeds[-1]}", already + done, all_seeds,
+                 f"{unit.experiment}: {len(unit.seeds)} seed(s) done in {seconds:.0f} s", seconds=seconds)
         say(f"{unit.experiment} seeds {unit.seeds} done in {seconds:.0f} s ({done}/{total} seed results, "
             f"{time.perf_counter() - started:.0f} s elapsed)")
         if on_unit_done:
@@ -243,6 +252,7 @@ def run_lab(
         elif units:
             child_cpu = _run_pool(units, workers, config_dict, verbose, finished)
         interrupted = False
+        log.emit("done", all_seeds, all_seeds, "all seeds finished")
     finally:
         summary.wall_s = time.perf_counter() - started
         summary.cpu_s = time.process_time() - cpu0 + child_cpu
