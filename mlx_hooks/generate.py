@@ -67,6 +67,8 @@ class GenerationStep:
     """``"stop"`` (end-of-sequence token), ``"length"`` (max tokens) or None while going on."""
     generation_tps: float = 0.0
     prompt_tokens: int = 0
+    logprobs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The raw next-token log-probabilities (float32 ``[V]``), only with ``keep_logprobs=True``."""
 
 
 def context_length(model: nn.Module) -> int | None:
@@ -102,6 +104,7 @@ def hooked_stream_generate(
     step_activations: bool = True,
     should_stop: Callable[[], bool] | None = None,
     session_out: list | None = None,
+    keep_logprobs: bool = False,
 ) -> Iterator[GenerationStep]:
     """Stream a generation with hooks attached; see :class:`GenerationStep`.
 
@@ -109,7 +112,9 @@ def hooked_stream_generate(
     holds only the new ones and positions continue from the cache's offset.
     ``should_stop`` is polled between steps (cancellation). The hooks are removed when
     the generator finishes, is closed, or raises. ``session_out``, if given, receives
-    the :class:`HookSession` (to change interventions between steps).
+    the :class:`HookSession` (to change interventions between steps). ``keep_logprobs``
+puts each step's raw log-probabilities (float32 ``[V]``) in ``step.logprobs`` (for a
+temperature view that re-samples the distribution without re-running the model).
     """
     tokens = encode_prompt(tokenizer, prompt)
     if not tokens:
@@ -146,7 +151,7 @@ def hooked_stream_generate(
             )
             step = _make_step(
                 index, position, response, tokenizer, sampling, top_k, activations_mx,
-                step_activations, readers,
+                step_activations, readers, keep_logprobs,
             )
             session.recorder.settle()
             yield step
@@ -154,7 +159,8 @@ def hooked_stream_generate(
                 break
 
 
-def _make_step(index, position, response, tokenizer, sampling, top_k, activations_mx, step_activations, readers):
+def _make_step(index, position, response, tokenizer, sampling, top_k, activations_mx, step_activations, readers,
+               keep_logprobs=False):
     # The step's statistics are computed in numpy: mlx-lm already evaluated the logprobs,
     # and a dozen MLX ops over the vocabulary would cost more than the hooks themselves.
     raw = response.logprobs  # [V], raw, normalised
@@ -182,4 +188,5 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, activation
         raw_entropy=max(raw_entropy, 0.0) + 0.0, top_k=alternatives, activations=activations, readings=readings,
         finish_reason=response.finish_reason, generation_tps=float(response.generation_tps),
         prompt_tokens=int(response.prompt_tokens),
+        logprobs=logprobs.astype(np.float32) if keep_logprobs else None,
     )

@@ -1,0 +1,66 @@
+"""Loading a model (with stage progress) and estimating its memory before loading."""
+
+from __future__ import annotations
+
+from ..protocol import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded
+from ..registry import HandlerContext, handles
+from ..state import EngineState
+
+
+@handles(EstimateModel)
+def estimate(state: EngineState, request: EstimateModel, ctx: HandlerContext) -> None:
+    from mlx_hooks.loader import estimate_for
+    from mlx_hooks.memory import default_budget_bytes
+
+    ctx.progress(0, 1, f"reading {request.spec} (a GGUF is converted once, into the cache)")
+    est = estimate_for(request.spec, request.runtime_dtype)
+    ctx.emit(ModelEstimate(request.request_id, request.spec, int(est.total_bytes), int(default_budget_bytes()),
+                           est.describe(), est.runtime_dtype))
+
+
+def _needs_conversion(spec: str) -> bool:
+    from pathlib import Path
+
+    from mlx_hooks.gguf_convert import converted_dir_for
+    from mlx_hooks.loader import default_model_path, resolve_source
+
+    source = resolve_source(spec)
+    if source.kind not in ("default", "gguf"):
+        return False
+    gguf = default_model_path() if source.kind == "default" else Path(source.location)
+    return not (converted_dir_for(gguf) / "config.json").is_file()
+
+
+@handles(LoadModel)
+def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
+    from mlx_hooks.backend import backend_info
+    from mlx_hooks.chat import ChatSession
+    from mlx_hooks.hooks import hook_points
+    from mlx_hooks.loader import load_model
+    from mlx_hooks.steering import SteeringSet
+
+    total = 4
+    ctx.progress(0, total, f"resolving {request.spec}")
+    if _needs_conversion(request.spec):
+        # mlx-hooks converts GGUF in one call with no callback: a stage, not a percentage.
+        ctx.progress(1, total, "converting the GGUF file into the cache (once)")
+    if ctx.is_cancelled():
+        return
+    ctx.progress(2, total, "loading weights")
+    state.reset_model()
+    loaded = load_model(request.spec, runtime_dtype=request.runtime_dtype)
+    if ctx.is_cancelled():
+        return
+    ctx.progress(3, total, "preparing the chat")
+    state.loaded = loaded
+    state.chat = ChatSession(loaded.model, loaded.tokenizer)
+    state.steering = SteeringSet(loaded.model)
+    state.changed()
+    info = backend_info()
+    fp = loaded.fingerprint
+    ctx.progress(total, total, "loaded")
+    ctx.emit(ModelLoaded(request.request_id, ModelInfo(
+        name=loaded.name, spec=request.spec, fingerprint=fp.short, n_layers=fp.n_layers, d_model=fp.d_model,
+        vocab_size=fp.vocab_size, hook_points=tuple(hook_points(loaded.model)), runtime_dtype=loaded.runtime_dtype,
+        backend=info.summary(), slow_blas_warning=info.slow_blas_warning, memory_bytes=int(loaded.estimate.total_bytes),
+    )))

@@ -1,0 +1,300 @@
+"""Steering vectors and SAE clamps: build, adjust live, switch, remove, export/import presets.
+
+Generation reads ``state.steering`` (enabled vectors only) and ``state.clamps`` (minus
+``state.disabled_clamps``); :mod:`..panel_state` keeps every entry with its settings.
+Every change calls ``state.changed()``, so a reply that is streaming picks it up at its
+next token. Every handler answers with the full list (:class:`InterventionsChanged`).
+"""
+
+from __future__ import annotations
+
+from mlx_hooks.errors import SymbiontError
+
+from ..panel_state import ClampItem, VectorItem, clamp_name, infos, panel_state
+from ..panels_protocol import (
+    BuildVector, ClampLatent, ExportPreset, ImportPreset, InterventionsChanged, ListInterventions, PresetExported,
+    PresetImported, RemoveIntervention, SetEnabled, SetPositions, SetValue, VectorBuilt,
+)
+from ..registry import HandlerContext, handles
+from ..state import EngineState
+
+
+class PanelError(SymbiontError):
+    """Bad input from a panel, with a message for the window (the worker turns it into ``Failed``)."""
+
+
+def _require_model(state: EngineState):
+    from mlx_hooks.errors import SymbiontError
+
+    if state.loaded is None:
+        raise SymbiontError("no model loaded: load one from the model picker first")
+    return state.loaded
+
+
+def _report(state: EngineState, ctx: HandlerContext, message: str = "") -> None:
+    ctx.emit(InterventionsChanged(ctx.request_id, infos(state), message))
+
+
+def _unique_name(panels, base: str) -> str:
+    name, n = base, 2
+    while name in panels.order:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def add_vector(state: EngineState, vector, coefficient: float, relative: bool = True, positions="all",
+               enabled: bool = True, replace: bool = True) -> str:
+    """Apply a ``SteeringVector`` (replacing one of the same name unless ``replace`` is False)."""
+    panels = panel_state(state)
+    if vector.name in panels.order:
+        if replace:
+            _remove(state, vector.name)
+        else:
+            from dataclasses import replace as with_name
+
+            vector = with_name(vector, name=_unique_name(panels, vector.name))
+    applied = state.steering.add(vector, coefficient, relative=relative, positions=positions)
+    if not enabled:
+        state.steering.applied.remove(applied)
+    panels.vectors[vector.name] = VectorItem(applied, enabled)
+    panels.order.append(vector.name)
+    state.changed()
+    return vector.name
+
+
+def add_clamp(state: EngineState, latent: int, value: float, mode: str = "absolute", positions="all",
+              enabled: bool = True) -> str:
+    """Clamp a latent of the loaded SAE (``state.sae``); one clamp per latent, replaced on re-clamp."""
+    from mlx_hooks.errors import SymbiontError
+    from mlx_hooks.sae.meters import clamp
+
+    if state.sae is None:
+        raise SymbiontError("no SAE loaded: load one in the SAE panel to clamp its latents")
+    sae = state.sae
+    intervention = clamp(sae, int(latent), float(value), mode, positions)  # validates latent, mode, maxima
+    panels = panel_state(state)
+    name = clamp_name(latent)
+    labels = sae.labels
+    label = str(labels[int(latent)]) if labels is not None else ""
+    if name not in panels.order:
+        panels.order.append(name)
+    panels.clamps[name] = ClampItem(int(latent), float(value), mode, positions, label, sae.cfg.sae_id,
+                                    sae.cfg.hook_point, enabled)
+    state.clamps[name] = {sae.cfg.hook_point: [intervention]}
+    if enabled:
+        state.disabled_clamps.discard(name)
+    else:
+        state.disabled_clamps.add(name)
+    state.changed()
+    return name
+
+
+def _remove(state: EngineState, name: str) -> None:
+    panels = panel_state(state)
+    if name in panels.vectors:
+        item = panels.vectors.pop(name)
+        if item.applied in state.steering.applied:
+            state.steering.applied.remove(item.applied)
+    panels.clamps.pop(name, None)
+    state.clamps.pop(name, None)
+    state.disabled_clamps.discard(name)
+    if name in panels.order:
+        panels.order.remove(name)
+    state.changed()
+
+
+def clear_interventions(state: EngineState) -> None:
+    for name in list(panel_state(state).order):
+        _remove(state, name)
+
+
+def _lookup(state: EngineState, name: str):
+    panels = panel_state(state)
+    if name in panels.vectors:
+        return panels.vectors[name]
+    if name in panels.clamps:
+        return panels.clamps[name]
+    raise PanelError(f"no intervention named {name!r} (active: {', '.join(panels.order) or 'none'})")
+
+
+@handles(ListInterventions)
+def list_interventions(state: EngineState, request, ctx: HandlerContext) -> None:
+    _report(state, ctx)
+
+
+@handles(ClampLatent)
+def clamp_latent(state: EngineState, request: ClampLatent, ctx: HandlerContext) -> None:
+    name = add_clamp(state, request.latent, request.value, request.mode, request.positions)
+    verb = "ablated" if request.value == 0 else f"clamped to {request.value:g}" + (
+        " × max" if request.mode == "max_multiple" else "")
+    _report(state, ctx, f"{name} {verb}")
+
+
+@handles(SetValue)
+def set_value(state: EngineState, request: SetValue, ctx: HandlerContext) -> None:
+    item = _lookup(state, request.name)
+    if isinstance(item, VectorItem):
+        item.applied.coefficient = request.value  # the live AddVector: no rebuild
+        state.changed()
+    else:
+        add_clamp(state, item.latent, request.value, item.mode, item.positions, item.enabled)
+    _report(state, ctx)
+
+
+@handles(SetEnabled)
+def set_enabled(state: EngineState, request: SetEnabled, ctx: HandlerContext) -> None:
+    item = _lookup(state, request.name)
+    if isinstance(item, VectorItem):
+        active = item.applied in state.steering.applied
+        if request.enabled and not active:
+            state.steering.applied.append(item.applied)
+        elif not request.enabled and active:
+            state.steering.applied.remove(item.applied)
+    elif request.enabled:
+        state.disabled_clamps.discard(request.name)
+    else:
+        state.disabled_clamps.add(request.name)
+    item.enabled = request.enabled
+    state.changed()
+    _report(state, ctx)
+
+
+@handles(SetPositions)
+def set_positions(state: EngineState, request: SetPositions, ctx: HandlerContext) -> None:
+    from mlx_hooks.interventions import ForwardContext, position_mask
+
+    positions = request.positions if isinstance(request.positions, str) else tuple(int(p) for p in request.positions)
+    position_mask(positions, ForwardContext.from_offset(0, 1))  # raises on an unknown mode
+    item = _lookup(state, request.name)
+    if isinstance(item, VectorItem):
+        item.applied.intervention.positions = positions
+        state.changed()
+    else:
+        add_clamp(state, item.latent, item.value, item.mode, positions, item.enabled)
+    _report(state, ctx)
+
+
+@handles(RemoveIntervention)
+def remove(state: EngineState, request: RemoveIntervention, ctx: HandlerContext) -> None:
+    _lookup(state, request.name)
+    _remove(state, request.name)
+    _report(state, ctx, f"removed {request.name}")
+
+
+@handles(BuildVector)
+def build_vector(state: EngineState, request: BuildVector, ctx: HandlerContext) -> None:
+    from mlx_hooks.contrast import load_contrast_set
+    from mlx_hooks.steering import extract_steering_vector
+
+    loaded = _require_model(state)
+    source = {}
+    positive, negative = list(request.positive), list(request.negative)
+    if not positive or not negative:
+        if not request.contrast_set:
+            raise PanelError("give positive and negative prompts (one per line), or choose a contrast set")
+        contrast = load_contrast_set(request.contrast_set)
+        positive, negative, source = list(contrast.positive), list(contrast.negative), contrast.source_summary()
+    ctx.progress(0, 1, f"reading {len(positive) + len(negative)} prompts")
+    vector = extract_steering_vector(
+        loaded.model, loaded.tokenizer, positive, negative, name=request.name, layer=request.layer,
+        method=request.method, tokens=request.tokens, chat_template=request.chat_template, source=source,
+    )
+    if ctx.is_cancelled():
+        return
+    add_vector(state, vector, request.coefficient, request.relative, request.positions)
+    ctx.emit(VectorBuilt(request.request_id, vector.name, vector.hook_point, vector.norm, vector.typical_norm))
+    _report(state, ctx, f"built {vector.name} at {vector.hook_point}")
+
+
+# -- presets -------------------------------------------------------------------------------------------
+def current_preset(state: EngineState, name: str, description: str = "", sampling=None):
+    """The active interventions (disabled ones left out) as a ``Preset``."""
+    from mlx_hooks.presets import Preset, SaeClampEntry, SteeringEntry
+    from mlx_hooks.sampling import SamplingSettings
+
+    loaded = _require_model(state)
+    panels = panel_state(state)
+    entries, vectors = [], {}
+    for item_name in panels.order:
+        if item_name in panels.vectors:
+            item = panels.vectors[item_name]
+            if not item.enabled:
+                continue
+            a = item.applied
+            entries.append(SteeringEntry(a.vector.name, a.hook_point, a.coefficient, a.relative, a.positions))
+            vectors[a.vector.name] = a.vector
+        else:
+            c = panels.clamps[item_name]
+            if c.enabled:
+                entries.append(SaeClampEntry(c.sae_id, c.hook_point, c.latent, c.label, c.value, c.mode, c.positions))
+    return Preset(name=name, target_model_name=loaded.name, fingerprint=loaded.fingerprint, description=description,
+                  sampling=sampling or SamplingSettings(), interventions=entries, vectors=vectors)
+
+
+@handles(ExportPreset)
+def export_preset(state: EngineState, request: ExportPreset, ctx: HandlerContext) -> None:
+    from mlx_hooks.presets import write_preset
+
+    if not request.path:
+        raise PanelError("choose a file to export the preset to (.symbiont-preset or .json)")
+    preset = current_preset(state, request.name, request.description, request.sampling)
+    if not preset.interventions:
+        raise PanelError("nothing to export: no enabled steering vector or clamp")
+    paths = write_preset(request.path, preset)
+    ctx.emit(PresetExported(request.request_id, tuple(str(p) for p in paths), len(preset.interventions)))
+
+
+def _resolver(state: EngineState):
+    """Presets' SAE ids: the loaded SAE first, then the registry (user folders, shipped SAEs)."""
+    from mlx_hooks.sae.registry import make_resolver
+
+    registry = make_resolver(state.loaded)
+
+    def resolve(sae_id: str):
+        if state.sae is not None and state.sae_id == sae_id:
+            return state.sae
+        return registry(sae_id)
+
+    return resolve
+
+
+@handles(ImportPreset)
+def import_preset(state: EngineState, request: ImportPreset, ctx: HandlerContext) -> None:
+    import warnings
+
+    from mlx_hooks.preset_apply import apply_preset, check_compatibility
+    from mlx_hooks.presets import read_preset
+    from mlx_hooks.sae.meters import clamp
+    from mlx_hooks.steering import SteeringSet
+
+    loaded = _require_model(state)
+    preset = read_preset(request.path)
+    verdict = check_compatibility(preset.fingerprint, loaded.fingerprint)
+    resolve = _resolver(state)
+    with warnings.catch_warnings():  # the messages travel in the event instead
+        warnings.simplefilter("ignore")
+        # All checks happen here, before anything changes: a preset that fails leaves the current set as it is.
+        applied = apply_preset(preset, loaded.model, loaded.fingerprint, sae_resolver=resolve,
+                               allow_different_weights=request.allow_different_weights)
+    clear_interventions(state)
+    state.steering = SteeringSet(loaded.model)
+    vectors = iter(applied.steering.applied)
+    panels = panel_state(state)
+    for entry in preset.interventions:
+        if hasattr(entry, "vector"):
+            a = next(vectors)
+            state.steering.applied.append(a)
+            panels.vectors[a.vector.name] = VectorItem(a, True)
+            panels.order.append(a.vector.name)
+        else:
+            sae = resolve(entry.sae_id)
+            name = clamp_name(entry.latent) if entry.sae_id == state.sae_id else f"{entry.sae_id}:{entry.latent}"
+            panels.clamps[name] = ClampItem(entry.latent, entry.value, entry.value_mode, entry.positions, entry.label,
+                                            entry.sae_id, sae.cfg.hook_point, True)
+            panels.order.append(name)
+            state.clamps[name] = {sae.cfg.hook_point: [clamp(sae, entry.latent, entry.value, entry.value_mode,
+                                                              entry.positions)]}
+    state.changed()
+    ctx.emit(PresetImported(request.request_id, request.path, verdict.describe(), tuple(applied.messages),
+                            applied.sampling))
+    _report(state, ctx, f"imported {preset.name!r}: {len(preset.interventions)} intervention(s)")

@@ -1,0 +1,59 @@
+"""Request handlers: ``@handles(RequestType)`` registers ``fn(state, request, ctx)``.
+
+Handler modules live in ``symbiont_app.engine.handlers``; importing that package
+imports each of them, which registers their handlers. A handler runs on the engine
+thread, may call MLX, and reports through ``ctx`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .protocol import Event, Progress
+
+Handler = Callable[..., None]
+_HANDLERS: dict[type, Handler] = {}
+
+
+def handles(request_type: type) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        if request_type in _HANDLERS and _HANDLERS[request_type] is not fn:
+            raise ValueError(f"{request_type.__name__} already handled by {_HANDLERS[request_type].__qualname__}")
+        _HANDLERS[request_type] = fn
+        return fn
+    return register
+
+
+def handler_for(request) -> Handler:
+    from . import handlers  # noqa: F401 - importing the package registers every handler module
+
+    for cls in type(request).__mro__:
+        if cls in _HANDLERS:
+            return _HANDLERS[cls]
+    raise TypeError(f"no handler for {type(request).__name__}")
+
+
+class HandlerContext:
+    """A handler's line back to the GUI, for one request."""
+
+    def __init__(self, request_id: int, emit: Callable[[Event], None], cancelled: Callable[[], bool],
+                 apply_live: Callable[[], None] = lambda: None):
+        self.request_id = request_id
+        self._emit = emit
+        self._cancelled = cancelled
+        self._apply_live = apply_live
+        self.reason = "done"
+        """The ``Finished`` reason the worker sends when the handler returns (``done|stop|length``)."""
+
+    def emit(self, event: Event) -> None:
+        """Send a result event (dropped once the request is cancelled: cancelled requests emit no results)."""
+        if not self._cancelled():
+            self._emit(event)
+
+    def is_cancelled(self) -> bool:
+        """Poll between steps. Also applies pending live requests (slider moves) on this thread."""
+        self._apply_live()
+        return self._cancelled()
+
+    def progress(self, done: float, total: float, message: str = "", **metrics) -> None:
+        self.emit(Progress(self.request_id, float(done), float(total), message, dict(metrics)))

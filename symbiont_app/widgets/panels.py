@@ -1,0 +1,47 @@
+"""The window's dock panels, as a list other modules append to.
+
+``PanelSpec.factory(session, parent) -> QWidget`` builds the panel over the Qt-free
+session (``symbiont_app.session.session.AppSession``); the main window makes one dock
+per spec in list order, and ``symbiont-app --screenshots DIR`` saves ``DIR/<name>.png``
+for each. Add a panel by appending a spec here (import the widget inside the factory,
+so this module stays cheap to import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    name: str
+    """File-name-safe id (screenshots, saved dock layout)."""
+    title: str
+    """Dock title."""
+    area: str
+    """``right`` or ``bottom``."""
+    factory: Callable
+    """``factory(session, parent) -> QWidget``."""
+
+    def __post_init__(self):
+        if self.area not in ("right", "bottom"):
+            raise ValueError(f"panel {self.name!r}: area must be 'right' or 'bottom', not {self.area!r}")
+
+
+def _model_picker(session, parent):
+    from .model_picker import ModelPickerPanel
+
+    return ModelPickerPanel(session, parent)
+
+
+def _temperature(session, parent):
+    from .temperature import TemperaturePanel
+
+    return TemperaturePanel(session, parent)
+
+
+PANELS: list[PanelSpec] = [
+    PanelSpec("model", "Model", "right", _model_picker),
+    PanelSpec("temperature", "Temperature / entropy", "bottom", _temperature),
+]
