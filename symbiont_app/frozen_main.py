@@ -234,13 +234,12 @@ def run_gui(model_spec: str = "default") -> int:
     from PySide6.QtWidgets import QApplication, QProgressDialog
 
     from .bundle import APP_NAME, BUNDLE_ID, resource_root
-    from .engine_worker import Failed, ModelLoaded
     from .gui import build_window
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
-    app.setOrganizationDomain(BUNDLE_ID.rsplit(".", 1)[0])  # QSettings: the platform's preferences folder
+    app.setOrganizationDomain(BUNDLE_ID.rsplit(".", 1)[0])
     icon = resource_root() / "symbiont.png"
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
@@ -255,14 +254,14 @@ def run_gui(model_spec: str = "default") -> int:
         dialog.setWindowTitle(APP_NAME)
         dialog.setWindowModality(Qt.WindowModal)
         dialog.setMinimumDuration(0)
-        window.status.setText("first start: converting the default model into the cache folder…")
+        models = window.session.models
 
-        def done(event):
-            if isinstance(event, (ModelLoaded, Failed)):
+        def done(what):
+            if models.loading_request is None:
                 dialog.close()
 
-        window.bridge.event.connect(done, Qt.QueuedConnection)
-        if window.worker.loaded is not None:  # finished before we connected
+        models.subscribe(done)
+        if models.loading_request is None:  # finished before we subscribed
             dialog.close()
         else:
             dialog.show()

@@ -16,6 +16,7 @@ from .conversation import Conversation
 from .models import ModelPicker
 from .observable import Observable
 from .settings import Settings
+from .temperature import TemperatureView
 
 
 class AppSession(Observable):
@@ -33,6 +34,9 @@ class AppSession(Observable):
         self.sub_models: list[Observable] = []
         self.models = self.add_model(ModelPicker(self))
         self.conversation = self.add_model(Conversation(self))
+        prefs = self.settings.data.sampling
+        self.temperature = self.add_model(TemperatureView(self.conversation, temp=prefs.temp or 1.0,
+                                                          top_p=prefs.top_p, min_p=prefs.min_p))
 
     # -- sub-models -----------------------------------------------------------------------------------
     def add_model(self, sub_model):

@@ -1,0 +1,212 @@
+"""The chat: streaming transcript with tokens coloured by probability or entropy,
+alternatives of the hovered/clicked token, system prompt, sampling settings, send/stop."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QKeySequence, QShortcut, QTextCursor
+from PySide6.QtWidgets import (
+    QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QTextBrowser,
+    QVBoxLayout, QWidget,
+)
+
+from ..session.settings import SamplingPrefs
+
+ENTROPY_SCALE_BITS = 8.0
+"""Entropy that gets the fullest colour (a 256-way even choice)."""
+
+
+def token_colour(record, mode: str) -> str | None:
+    """Background colour for a token: green (confident) to red (unlikely / uncertain)."""
+    if mode == "probability":
+        badness = 1.0 - max(0.0, min(1.0, record.prob))
+    elif mode == "entropy":
+        badness = max(0.0, min(1.0, record.raw_entropy / ENTROPY_SCALE_BITS))
+    else:
+        return None
+    hue = int(120 * (1.0 - badness))  # 120 = green, 0 = red
+    return f"hsl({hue}, 70%, 82%)"
+
+
+def token_html(record, mode: str) -> str:
+    text = html.escape(record.text).replace("\n", "<br>") or "&#8203;"
+    colour = token_colour(record, mode)
+    style = "text-decoration:none;color:black;" + (f"background-color:{colour};" if colour else "")
+    return f'<a href="tok:{record.position}" style="{style}">{text}</a>'
+
+
+class ChatPanel(QWidget):
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.conversation = session.conversation
+        prefs = session.settings.data
+        self.transcript = QTextBrowser(openLinks=False, openExternalLinks=False)
+        self.transcript.setMouseTracking(True)
+        self.transcript.anchorClicked.connect(self._clicked)
+        self.transcript.highlighted.connect(self._hovered)
+        self.details = QLabel("Hover or click a token to see its alternatives.")
+        self.details.setWordWrap(True)
+        self.details.setTextFormat(Qt.PlainText)
+        self.system_prompt = QLineEdit(prefs.system_prompt, placeholderText="System prompt (optional)")
+        self.temp = _spin(0.0, 3.0, 0.05, prefs.sampling.temp)
+        self.top_p = _spin(0.0, 1.0, 0.05, prefs.sampling.top_p)
+        self.min_p = _spin(0.0, 1.0, 0.01, prefs.sampling.min_p)
+        self.top_k = QSpinBox(minimum=0, maximum=1000, value=prefs.sampling.top_k)
+        self.max_tokens = QSpinBox(minimum=1, maximum=8192, value=prefs.sampling.max_tokens)
+        self.colour = QComboBox()
+        self.colour.addItems(["probability", "entropy", "none"])
+        self.colour.setCurrentText(prefs.color_mode if prefs.color_mode in ("probability", "entropy", "none") else "probability")
+        self.colour.currentTextChanged.connect(self._colour_changed)
+        self.entry = QLineEdit(placeholderText="Message (Ctrl+Enter to send, Esc to stop)")
+        self.send_button = QPushButton("Send")
+        self.stop_button = QPushButton("Stop")
+        self.reset_button = QPushButton("New conversation")
+        self.send_button.clicked.connect(self.send)
+        self.entry.returnPressed.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        self.reset_button.clicked.connect(self.reset)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send, context=Qt.WindowShortcut)
+        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send, context=Qt.WindowShortcut)
+        QShortcut(QKeySequence("Escape"), self, activated=self.stop, context=Qt.WindowShortcut)
+
+        sampling = QHBoxLayout()
+        for label, widget in (("temp", self.temp), ("top-p", self.top_p), ("min-p", self.min_p),
+                              ("top-k", self.top_k), ("max tokens", self.max_tokens), ("colour by", self.colour)):
+            sampling.addWidget(QLabel(label))
+            sampling.addWidget(widget)
+        sampling.addStretch(1)
+        form = QFormLayout()
+        form.addRow("System", self.system_prompt)
+        row = QHBoxLayout()
+        row.addWidget(self.entry, 1)
+        row.addWidget(self.send_button)
+        row.addWidget(self.stop_button)
+        row.addWidget(self.reset_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(sampling)
+        layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.details)
+        layout.addLayout(row)
+        self._rendered_turns = 0
+        self._unsubscribe = [self.conversation.subscribe(self._on_conversation), session.subscribe(self._on_session)]
+        self._refresh_buttons()
+
+    # -- actions --------------------------------------------------------------------------------------
+    def sampling_prefs(self) -> SamplingPrefs:
+        return SamplingPrefs(self.temp.value(), self.top_p.value(), self.min_p.value(), self.top_k.value(),
+                             self.max_tokens.value())
+
+    def send(self) -> int | None:
+        prefs = self.sampling_prefs()
+        data = self.session.settings.data
+        data.sampling, data.system_prompt = prefs, self.system_prompt.text()
+        if self.session.model_info is None:
+            self.session.error("no model loaded yet: pick one in the Model panel")
+            return None
+        rid = self.conversation.send(self.entry.text(), prefs.sampling(), prefs.max_tokens, self.system_prompt.text())
+        if rid is not None:
+            self.entry.clear()
+        self._refresh_buttons()
+        return rid
+
+    def stop(self) -> None:
+        self.conversation.stop()
+
+    def reset(self) -> None:
+        self.conversation.reset()
+
+    # -- rendering -------------------------------------------------------------------------------------
+    def _on_session(self, what: str) -> None:
+        if what == "busy":
+            self._refresh_buttons()
+
+    def _refresh_buttons(self) -> None:
+        from ..engine.protocol import SendMessage
+
+        streaming = self.session.busy(SendMessage)
+        self.stop_button.setEnabled(streaming)
+        self.send_button.setEnabled(not streaming)
+
+    def _on_conversation(self, what: str) -> None:
+        if what == "token":
+            record = self.conversation.tokens[-1]
+            self._append(token_html(record, self.colour.currentText()))
+        elif what == "turns":
+            self._render_new_turns()
+        elif what == "reset":
+            self.rerender()
+        elif what == "selected_position":
+            self._show_details(self.conversation.selected_position)
+
+    def _append(self, fragment: str) -> None:
+        cursor = self.transcript.textCursor()
+        cursor.movePosition(QTextCursor.End)
+        cursor.insertHtml(fragment)
+        self.transcript.setTextCursor(cursor)
+        self.transcript.ensureCursorVisible()
+
+    def _render_new_turns(self) -> None:
+        turns = self.conversation.turns
+        # A turn header is written when the turn starts; the assistant's tokens follow as they stream.
+        while self._rendered_turns < len(turns):
+            turn = turns[self._rendered_turns]
+            self._append(self._turn_header(turn))
+            if turn.role == "user":
+                self._append(html.escape(turn.text).replace("\n", "<br>"))
+            self._rendered_turns += 1
+        last = turns[-1] if turns else None
+        if last is not None and last.finish_reason == "cancelled":
+            self._append(' <i style="color:gray">[stopped]</i>')
+
+    @staticmethod
+    def _turn_header(turn) -> str:
+        return f'<br><b>{"you" if turn.role == "user" else "model"}:</b> '
+
+    def rerender(self) -> None:
+        """Redraw the whole transcript (colour mode changed, or reset)."""
+        mode = self.colour.currentText()
+        parts = []
+        for turn in self.conversation.turns:
+            parts.append(self._turn_header(turn))
+            if turn.role == "user":
+                parts.append(html.escape(turn.text).replace("\n", "<br>"))
+            else:
+                parts.extend(token_html(r, mode) for r in turn.tokens)
+        self.transcript.setHtml("".join(parts))
+        self._rendered_turns = len(self.conversation.turns)
+
+    def _colour_changed(self, mode: str) -> None:
+        self.session.settings.data.color_mode = mode
+        self.rerender()
+
+    def _position(self, url: QUrl) -> int | None:
+        text = url.toString()
+        return int(text[4:]) if text.startswith("tok:") and text[4:].isdigit() else None
+
+    def _hovered(self, url: QUrl) -> None:
+        position = self._position(url)
+        if position is not None:
+            self.conversation.selected_position = position
+
+    def _clicked(self, url: QUrl) -> None:
+        self._hovered(url)
+
+    def _show_details(self, position: int | None) -> None:
+        record = self.conversation.token_at(position)
+        if record is None:
+            return
+        alternatives = ", ".join(f"{text!r} {prob:.1%}" for _, prob, text in record.top_k[:8])
+        self.details.setText(
+            f"position {record.position}: {record.text!r}  p={record.prob:.1%}  entropy {record.raw_entropy:.2f} bits"
+            f"\nalternatives: {alternatives}"
+        )
+
+
+def _spin(low: float, high: float, step: float, value: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox(minimum=low, maximum=high, singleStep=step, decimals=2)
+    box.setValue(value)
+    return box

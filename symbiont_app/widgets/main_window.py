@@ -1,0 +1,144 @@
+"""The main window: the chat in the middle, one dock per ``PANELS`` spec, an error bar,
+and the layout / settings saved between runs."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtWidgets import (
+    QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout, QWidget,
+)
+
+from .bridge import EngineBridge
+from .chat import ChatPanel
+from .panels import PANELS
+
+AREAS = {"right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
+
+
+class ErrorBar(QWidget):
+    """Shows the session's last error in the window (with its details on demand)."""
+
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.label.setStyleSheet("color: #8b0000;")
+        self.details_button = QPushButton("Details")
+        self.close_button = QPushButton("Dismiss")
+        self.details_button.clicked.connect(self._details)
+        self.close_button.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.details_button)
+        layout.addWidget(self.close_button)
+        self.setStyleSheet("background: #ffe4e1;")
+        self.hide()
+        self._unsubscribe = session.subscribe(self._on_session)
+
+    def _on_session(self, what: str) -> None:
+        if what == "error" and self.session.last_error is not None:
+            self.label.setText(f"⚠ {self.session.last_error.message}")
+            self.details_button.setVisible(bool(self.session.last_error.details))
+            self.show()
+
+    def _details(self) -> None:
+        error = self.session.last_error
+        if error is not None:
+            box = QMessageBox(QMessageBox.Warning, "Error details", error.message, parent=self)
+            box.setDetailedText(error.details)
+            box.open()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, model_spec: str | None = "default", worker_factory=None, panels=None):
+        super().__init__()
+        self.setWindowTitle("Symbiont")
+        self.setObjectName("SymbiontMainWindow")
+        self.bridge = EngineBridge(worker_factory=worker_factory, parent=self)
+        self.session = self.bridge.session
+        self.worker = self.bridge.worker
+        self.settings = self.session.settings
+        self.errors = ErrorBar(self.session)
+        self.chat = ChatPanel(self.session)
+        self.status = QLabel("no model loaded")
+        self.status.setWordWrap(True)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.errors)
+        layout.addWidget(self.chat, 1)
+        self.setCentralWidget(central)
+        self.statusBar().addWidget(self.status, 1)
+        self.panels: dict[str, QWidget] = {}
+        self.docks: dict[str, QDockWidget] = {}
+        for spec in panels if panels is not None else PANELS:
+            self._add_panel(spec)
+        self.resize(1280, 860)
+        self._restore_layout()
+        self._unsubscribe = [self.session.models.subscribe(self._on_models), self.session.subscribe(self._on_session)]
+        if self.settings.problem:
+            self.session.error(self.settings.problem)
+        self.bridge.start()
+        if model_spec:
+            self.session.models.load(model_spec)
+
+    def _add_panel(self, spec) -> None:
+        dock = QDockWidget(spec.title, self)
+        dock.setObjectName(f"dock-{spec.name}")
+        try:
+            widget = spec.factory(self.session, dock)
+        except Exception as exc:  # noqa: BLE001 - one broken panel must not take the window down
+            import traceback
+
+            widget = QLabel(f"panel {spec.title!r} could not be built: {exc}")
+            self.session.error(f"panel {spec.title!r} could not be built: {exc}", traceback.format_exc())
+        dock.setWidget(widget)
+        self.addDockWidget(AREAS[spec.area], dock)
+        self.panels[spec.name] = widget
+        self.docks[spec.name] = dock
+
+    # -- status -------------------------------------------------------------------------------------------
+    def _on_models(self, what: str) -> None:
+        models = self.session.models
+        if what == "loaded" and models.info is not None:
+            info = models.info
+            warning = f"  ⚠ {info.slow_blas_warning}" if info.slow_blas_warning else ""
+            self.status.setText(f"{info.name} ({info.runtime_dtype}, {info.fingerprint}){warning}")
+        elif what in ("loading", "progress") and models.loading_request is not None:
+            message = models.progress.message if models.progress else "…"
+            self.status.setText(f"loading {models.loading_spec}: {message}")
+
+    def _on_session(self, what: str) -> None:
+        if what == "busy":
+            self.statusBar().showMessage("working…" if self.session.active else "", 0)
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        data = self.settings.data
+        if data.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(data.window_geometry.encode("ascii")))
+        if data.window_state:
+            self.restoreState(QByteArray.fromBase64(data.window_state.encode("ascii")))
+
+    def save_settings(self) -> None:
+        data = self.settings.data
+        data.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
+        data.window_state = bytes(self.saveState().toBase64()).decode("ascii")
+        data.sampling = self.chat.sampling_prefs()
+        data.system_prompt = self.chat.system_prompt.text()
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.session.error(f"{self.settings.path}: settings could not be saved ({exc})")
+
+    def shutdown(self) -> None:
+        self.save_settings()
+        self.chat.stop()
+        self.bridge.stop(timeout=10)
+
+    def closeEvent(self, event):
+        self.shutdown()
+        super().closeEvent(event)

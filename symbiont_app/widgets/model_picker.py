@@ -1,0 +1,117 @@
+"""Model picker: default / recent / repo id / folder / GGUF, memory estimate vs budget, load progress."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QComboBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+GIB = 1024 ** 3
+
+
+class ModelPickerPanel(QWidget):
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.picker = session.models
+        self.spec = QComboBox(editable=True)
+        self.spec.setToolTip("default, a Hugging Face repo id (org/name), a model folder or a .gguf file")
+        self._fill_recent()
+        self.folder_button = QPushButton("Folder…")
+        self.gguf_button = QPushButton("GGUF…")
+        self.estimate_button = QPushButton("Estimate memory")
+        self.load_button = QPushButton("Load")
+        self.cancel_button = QPushButton("Cancel")
+        self.estimate_label = QLabel("")
+        self.estimate_label.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.progress_label = QLabel("")
+        self.info = QLabel("no model loaded")
+        self.info.setWordWrap(True)
+        self.folder_button.clicked.connect(self._pick_folder)
+        self.gguf_button.clicked.connect(self._pick_gguf)
+        self.estimate_button.clicked.connect(self.estimate)
+        self.load_button.clicked.connect(self.load)
+        self.cancel_button.clicked.connect(self.picker.cancel_load)
+        row = QHBoxLayout()
+        for button in (self.folder_button, self.gguf_button, self.estimate_button, self.load_button, self.cancel_button):
+            row.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.spec)
+        layout.addLayout(row)
+        layout.addWidget(self.estimate_label)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.info)
+        layout.addStretch(1)
+        self._unsubscribe = [self.picker.subscribe(self._update), session.settings.subscribe(self._settings_changed)]
+        self._update("loaded")
+        self._update("loading")
+
+    def current_spec(self) -> str:
+        return self.spec.currentText().strip() or "default"
+
+    def estimate(self) -> int:
+        return self.picker.request_estimate(self.current_spec())
+
+    def load(self) -> int:
+        return self.picker.load(self.current_spec())
+
+    def _fill_recent(self) -> None:
+        text = self.spec.currentText()
+        self.spec.blockSignals(True)
+        self.spec.clear()
+        items = ["default", *[s for s in self.picker.recent if s != "default"]]
+        self.spec.addItems(items)
+        self.spec.setEditText(text or "default")
+        self.spec.blockSignals(False)
+
+    def _settings_changed(self, what: str) -> None:
+        self._fill_recent()
+
+    def _pick_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model folder (config.json + safetensors)")
+        if folder:
+            self.spec.setEditText(folder)
+            self.estimate()
+
+    def _pick_gguf(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "GGUF model", "", "GGUF (*.gguf)")
+        if path:
+            self.spec.setEditText(path)
+            self.estimate()
+
+    def _update(self, what: str) -> None:
+        picker = self.picker
+        if what == "estimate":
+            if picker.estimate_error:
+                self.estimate_label.setText(f"⚠ {picker.estimate_error}")
+            elif picker.estimate is not None:
+                e = picker.estimate
+                verdict = "fits the budget" if e.fits else "OVER the budget: loading will be refused"
+                self.estimate_label.setText(
+                    f"{e.spec}: needs ~{e.total_bytes / GIB:.2f} GiB of {e.budget_bytes / GIB:.1f} GiB budget "
+                    f"({verdict})\n{e.description}")
+            elif picker.estimate_request is not None:
+                self.estimate_label.setText("estimating…")
+        elif what in ("progress", "loading"):
+            loading = picker.loading_request is not None
+            self.progress.setVisible(loading)
+            self.load_button.setEnabled(not loading)
+            self.cancel_button.setEnabled(loading)
+            if picker.progress is not None and picker.progress.total > 0:
+                self.progress.setRange(0, 1000)
+                self.progress.setValue(int(1000 * picker.progress.done / picker.progress.total))
+                self.progress_label.setText(picker.progress.message)
+            elif loading:
+                self.progress.setRange(0, 0)  # busy indicator until the first stage arrives
+                self.progress_label.setText(f"loading {picker.loading_spec}…")
+            else:
+                self.progress_label.setText("")
+        elif what == "loaded" and picker.info is not None:
+            i = picker.info
+            warning = f"\n⚠ {i.slow_blas_warning}" if i.slow_blas_warning else ""
+            self.info.setText(
+                f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}, "
+                f"~{i.memory_bytes / GIB:.2f} GiB\nfingerprint {i.fingerprint}\n{i.backend}{warning}")
