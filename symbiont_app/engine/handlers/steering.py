@@ -295,6 +295,6 @@ def import_preset(state: EngineState, request: ImportPreset, ctx: HandlerContext
             state.clamps[name] = {sae.cfg.hook_point: [clamp(sae, entry.latent, entry.value, entry.value_mode,
                                                               entry.positions)]}
     state.changed()
+    _report(state, ctx)
     ctx.emit(PresetImported(request.request_id, request.path, verdict.describe(), tuple(applied.messages),
                             applied.sampling))
-    _report(state, ctx, f"imported {preset.name!r}: {len(preset.interventions)} intervention(s)")
