@@ -1,0 +1,174 @@
+"""Teacher responses to number prompts: batched generation with mlx-lm's ``BatchGenerator``.
+
+Batching is what makes a 30,000-prompt teacher run practical on any backend (see
+``benchmarks/subliminal_batching.py``). Everything below the loop is mlx-lm's: the
+batched KV cache, right-padded prefill, continuous batching (a finished row is
+replaced by the next prompt), stop tokens. This module adds the teacher (system
+prompt in the chat template, or a preset's interventions attached through the
+engine's hooks, which see each row's own positions from the batched cache), per-
+sequence random keys, cancellation, and results in order of completion so a caller
+can append each to a file and skip finished indices when it resumes.
+
+Determinism: at temperature > 0 every prompt samples with its own key, derived from
+``(seed, prompt index)`` and split once per token, so a prompt's text does not depend
+on which other prompts share its batch, on the batch size, or on resuming — as long
+as the logits themselves are equal; batched matmuls may round differently from
+unbatched ones, which can very rarely flip a sampled token.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator, Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.generate import BatchGenerator
+
+from mlx_hooks.errors import ContextLengthError
+from mlx_hooks.generate import context_length
+from mlx_hooks.hooks import HookSession
+
+from .teacher import TeacherSetup, TraitSpec, teacher_context
+
+ProgressCallback = Callable[[int, int], None]
+"""``on_progress(done, total)`` after each finished response (``total`` excludes skipped prompts)."""
+
+
+def sequence_key(seed: int, index: int) -> mx.array:
+    """The random key of prompt ``index`` in a run with ``seed`` (independent of batching)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0]
+    return mx.random.key(int(state))
+
+
+def make_sequence_sampler(temperature: float, key: mx.array) -> Callable[[mx.array], mx.array]:
+    """A sampler for one row (``[1, V]`` logprobs → ``[1]`` token) drawing from its own key stream."""
+    inverse = 1.0 / temperature
+    state = {"key": key}
+
+    def sample(logprobs: mx.array) -> mx.array:
+        key, sub = mx.random.split(state["key"])
+        state["key"] = key
+        return mx.random.categorical(logprobs * inverse, key=sub)
+
+    return sample
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Prompt tokens of ``messages`` with the chat template (plain lines for template-less models)."""
+    if getattr(tokenizer, "chat_template", None):
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    return list(tokenizer.encode("\n".join(m["content"] for m in messages) + "\n"))
+
+
+def generate_responses(
+    loaded,
+    spec: TraitSpec,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_tokens: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+    on_progress: ProgressCallback | None = None,
+    skip: Iterable[int] = (),
+    teacher: TeacherSetup | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Yield ``(prompt index, raw response text)`` as each response finishes.
+
+    ``loaded``: a :class:`mlx_hooks.loader.LoadedModel` (or anything with ``model``,
+    ``tokenizer`` and, for preset traits, ``fingerprint``). The prompt goes in the user
+    turn of the chat template; the teacher's system prompt, when the trait is one, goes
+    before it. ``temperature`` 0 decodes greedily. ``skip``: indices already done
+    (resume). ``should_stop`` is polled once per decode step; when it returns True the
+    generator stops (unfinished responses are dropped and will be redone on resume, with
+    the same keys). ``teacher`` reuses a setup from :func:`teacher_context`.
+    The response text excludes the stop token and is not stripped (the filter judges it raw).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if teacher is None:
+        with teacher_context(spec, loaded) as setup:
+            yield from _generate(loaded, setup, prompts, batch_size, max_tokens, temperature, seed, should_stop,
+                                 on_progress, set(skip))
+    else:
+        yield from _generate(loaded, teacher, prompts, batch_size, max_tokens, temperature, seed, should_stop,
+                             on_progress, set(skip))
+
+
+def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, temperature, seed, should_stop,
+              on_progress, skip) -> Iterator[tuple[int, str]]:
+    model, tokenizer = loaded.model, loaded.tokenizer
+    todo = [i for i in range(len(prompts)) if i not in skip]
+    total = len(todo)
+    if not todo:
+        return
+    limit = context_length(model)
+    # The stream must belong to this thread (MLX's thread rule): mlx-lm's module-level
+    # generation stream was made by whichever thread imported it.
+    generator = BatchGenerator(
+        model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        completion_batch_size=batch_size, prefill_batch_size=batch_size,
+        stream=mx.default_stream(mx.default_device()),
+    )
+    session = HookSession(model, interventions=teacher.interventions) if teacher.interventions else None
+    uid_to_index: dict[int, int] = {}
+    tokens: dict[int, list[int]] = {}
+    queue = iter(todo)
+    queued = 0  # inserted but not finished
+
+    def refill() -> None:
+        nonlocal queued
+        batch_indices, batch_tokens, samplers = [], [], []
+        while queued + len(batch_indices) < 2 * batch_size:
+            index = next(queue, None)
+            if index is None:
+                break
+            ids = encode_chat(tokenizer, teacher.messages(prompts[index]))
+            if limit is not None and len(ids) + max_tokens > limit:
+                raise ContextLengthError(f"prompt {index} ({len(ids)} tokens) plus {max_tokens} new tokens does not "
+                                         f"fit the model's context length of {limit}")
+            batch_indices.append(index)
+            batch_tokens.append(ids)
+            samplers.append(None if temperature == 0 else make_sequence_sampler(temperature, sequence_key(seed, index)))
+        if batch_indices:
+            # None rows fall back to the generator's (batched, greedy) sampler.
+            uids = generator.insert(batch_tokens, samplers=samplers if temperature > 0 else None)
+            for uid, index in zip(uids, batch_indices):
+                uid_to_index[uid] = index
+                tokens[uid] = []
+            queued += len(batch_indices)
+
+    done = 0
+    try:
+        with (session.attached() if session is not None else _nothing()):
+            refill()
+            while queued:
+                responses = generator.next_generated()
+                if not responses:
+                    break
+                for response in responses:
+                    if response.finish_reason != "stop":
+                        tokens[response.uid].append(response.token)
+                    if response.finish_reason is not None:
+                        text = tokenizer.decode(tokens.pop(response.uid))
+                        queued -= 1
+                        done += 1
+                        yield uid_to_index.pop(response.uid), text
+                        if on_progress is not None:
+                            on_progress(done, total)
+                if should_stop is not None and should_stop():
+                    return
+                refill()
+    finally:
+        generator.close()
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
