@@ -33,7 +33,7 @@ def token_colour(record, mode: str) -> str | None:
 def token_html(record, mode: str) -> str:
     text = html.escape(record.text).replace("\n", "<br>") or "&#8203;"
     colour = token_colour(record, mode)
-    style = "text-decoration:none;color:black;" + (f"background-color:{colour};" if colour else "")
+    style = "text-decoration:none;color:black;white-space:pre-wrap;" + (f"background-color:{colour};" if colour else "")
     return f'<a href="tok:{record.position}" style="{style}">{text}</a>'
 
 
