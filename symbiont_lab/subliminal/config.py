@@ -39,9 +39,9 @@ from pathlib import Path
 
 from mlx_hooks.errors import SymbiontError
 
+from .questions_io import DEFAULT_ANIMALS
+
 EXPERIMENT = "subliminal"
-DEFAULT_ANIMALS = ("owl", "cat", "dog", "lion", "eagle", "elephant", "wolf", "dolphin", "tiger", "panda",
-                   "penguin", "fox", "horse", "bear", "rabbit")
 
 
 class ConfigError(SymbiontError):

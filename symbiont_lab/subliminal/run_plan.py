@@ -69,6 +69,8 @@ class Plan:
     students: list[StudentPlan]
     probes: dict[str, list[ProbeJob]] = field(default_factory=dict)
     """Probe jobs by target (``base`` or a trained student's name)."""
+    variation_jobs: dict[str, list[ProbeJob]] = field(default_factory=dict)
+    """The probe jobs a variation student is reported with, by student name."""
 
     def student(self, name: str) -> StudentPlan:
         return next(s for s in self.students if s.name == name)
@@ -143,11 +145,13 @@ def make_plan(config: RunConfig) -> Plan:
         if target == "control" and not config.numbers.control_teacher:
             continue
         add(target, main + blend_jobs)
+    variation_jobs = {}
     for s in students:
         if s.group == "main":
             continue
-        add(s.trained_name, variation_main + (blend_jobs if s.group == "blend" else []))
-    return Plan(teachers, students, probes)
+        variation_jobs[s.name] = variation_main + (blend_jobs if s.group == "blend" else [])
+        add(s.trained_name, variation_jobs[s.name])
+    return Plan(teachers, students, probes, variation_jobs)
 
 
 __all__ = ["Plan", "ProbeJob", "StudentPlan", "TeacherPlan", "make_plan"]

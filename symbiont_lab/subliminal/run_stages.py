@@ -342,7 +342,9 @@ def run_probe_job(run, loaded, job: ProbeJob, seed: int) -> dict:
     from .probes import load_questions, logit_probe, sampled_probe
 
     p = run.config.probes
-    questions = load_questions(job.questions, numbers_prefix=job.numbers_prefix)
+    # the prefixed variant's numbers are seeded once: every model sees the same questions
+    questions = load_questions(job.questions + ("+numbers" if job.numbers_prefix else ""),
+                               seed=_seed(run.config, "prefix"))
     if p.max_questions:
         questions = questions[: p.max_questions]
     if job.kind == "logit":
