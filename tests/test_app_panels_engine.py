@@ -127,8 +127,11 @@ def test_meters_show_latents_and_watched_values(pump, tiny_sae_folder):
     more = pump.send("again", max_tokens=3)
     positions, values = meters.watched_history()
     assert values.shape == (1, len(steps) + len(more))
-    assert np.isnan(values[0, : len(steps)]).all()  # read before it was watched
+    # before it was watched, only the tokens where it was among the top latents have a value
+    was_top = [any(lv.index == latent for lv in s.step.readings["sae"].top) for s in steps]
+    assert list(~np.isnan(values[0, : len(steps)])) == was_top and was_top[-1]
     assert not np.isnan(values[0, len(steps):]).any()
+    assert meters.frequent_latents(1)[0] in [lv.index for s in steps + more for lv in s.step.readings["sae"].top]
 
     meters.select(latent)
     record = pump.until(lambda e: isinstance(e, (LatentRecord, Failed)))

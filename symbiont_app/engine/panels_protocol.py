@@ -195,6 +195,8 @@ class BuildVector(Request):
     coefficient: float = 0.2
     relative: bool = True
     positions: Positions = "all"
+    enabled: bool = True
+    """Apply it at once, or add it switched off."""
 
 
 @dataclass(frozen=True)

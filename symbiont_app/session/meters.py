@@ -74,17 +74,30 @@ class MetersModel(Observable):
     def watched_history(self) -> tuple[np.ndarray, np.ndarray]:
         """(positions ``[T]``, values ``[W, T]``) of the watched latents over the generated tokens.
 
-        NaN where a token was generated before the latent was watched (no value was read).
+        A token generated before the latent was watched shows its value only where the latent
+        was among that token's top latents (the only values read then), NaN elsewhere.
         """
         records = [r for r in self._tokens() if READER in r.readings]
         positions = np.array([r.position for r in records], dtype=np.int64)
         values = np.full((len(self.watched), len(records)), np.nan, dtype=np.float32)
         for j, record in enumerate(records):
-            watched = record.readings[READER].watched
+            reading = record.readings[READER]
+            top = {lv.index: lv.value for lv in reading.top}
             for i, latent in enumerate(self.watched):
-                if latent in watched:
-                    values[i, j] = watched[latent]
+                if latent in reading.watched:
+                    values[i, j] = reading.watched[latent]
+                elif latent in top:
+                    values[i, j] = top[latent]
         return positions, values
+
+    def frequent_latents(self, n: int = 3) -> list[int]:
+        """The latents most often among the generated tokens' top latents, most frequent first."""
+        counts: dict[int, int] = {}
+        for record in self._tokens():
+            reading = record.readings.get(READER)
+            for lv in reading.top if reading is not None else ():
+                counts[lv.index] = counts.get(lv.index, 0) + 1
+        return [latent for latent, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
     # -- actions (live: they act from the next token on) ------------------------------------------------
     def watch(self, latent: int, watch: bool = True) -> None:

@@ -93,10 +93,10 @@ class SteeringModel(Observable):
 
     def build(self, name: str, positive=(), negative=(), contrast_set: str = "", layer: int | None = None,
               coefficient: float = 0.2, relative: bool = True, positions="all", method: str = "mean_diff",
-              tokens: str = "last", chat_template: bool = True) -> int:
+              tokens: str = "last", chat_template: bool = True, enabled: bool = True) -> int:
         request = BuildVector(self.session.new_id(), name, tuple(p for p in positive if p.strip()),
                               tuple(n for n in negative if n.strip()), contrast_set, layer, method, tokens,
-                              chat_template, float(coefficient), relative, positions)
+                              chat_template, float(coefficient), relative, positions, enabled)
         return self._submit(request, f"building vector {name}", "steer-build")
 
     def export_preset(self, path: str, name: str, description: str = "") -> int:

@@ -45,3 +45,36 @@ PANELS: list[PanelSpec] = [
     PanelSpec("model", "Model", "right", _model_picker),
     PanelSpec("temperature", "Temperature / entropy", "bottom", _temperature),
 ]
+
+
+# -- APP-PANELS: live feature meters, lens/patching, steering/presets, SAE -----------------------------
+def _meters(session, parent):
+    from .meters import MetersPanel
+
+    return MetersPanel(session, parent)
+
+
+def _lens(session, parent):
+    from .lens import LensPanel
+
+    return LensPanel(session, parent)
+
+
+def _steering(session, parent):
+    from .steering import SteeringPanel
+
+    return SteeringPanel(session, parent)
+
+
+def _sae(session, parent):
+    from .sae import SaePanel
+
+    return SaePanel(session, parent)
+
+
+PANELS += [
+    PanelSpec("meters", "Feature meters", "right", _meters),
+    PanelSpec("steering", "Steering", "right", _steering),
+    PanelSpec("sae", "SAE", "right", _sae),
+    PanelSpec("lens", "Lens / patching", "bottom", _lens),
+]

@@ -201,7 +201,7 @@ def build_vector(state: EngineState, request: BuildVector, ctx: HandlerContext) 
     )
     if ctx.is_cancelled():
         return
-    add_vector(state, vector, request.coefficient, request.relative, request.positions)
+    add_vector(state, vector, request.coefficient, request.relative, request.positions, request.enabled)
     ctx.emit(VectorBuilt(request.request_id, vector.name, vector.hook_point, vector.norm, vector.typical_norm))
     _report(state, ctx, f"built {vector.name} at {vector.hook_point}")
 

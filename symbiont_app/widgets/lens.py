@@ -1,0 +1,224 @@
+"""Lens panel: logit-lens heatmap (layers × positions, top token in each cell, colour = its
+probability) of the conversation, the lens column of the chat's selected token, and an
+activation-patching heatmap (layers × positions, patched logit difference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+    QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from ..session.lens import LensModel
+
+MAX_CELL_TEXTS = 2400
+"""Cells beyond this many get colour only (text items cost paint time)."""
+
+
+def _short(text: str, n: int = 6) -> str:
+    return repr(text)[1:-1][:n]
+
+
+class Heatmap(QWidget):
+    """An ImageItem over a grid with optional text per cell; all items made once, updated in place."""
+
+    def __init__(self, title: str, colormap: str, dark_text_always: bool = False, parent=None):
+        super().__init__(parent)
+        self.dark_text_always = dark_text_always
+        self.plot = pg.PlotWidget(title=title)
+        self.plot.invertY(True)
+        self.plot.setMenuEnabled(False)
+        self.image = pg.ImageItem()
+        self.image.setColorMap(pg.colormap.get(colormap))
+        self.plot.addItem(self.image)
+        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#ff00ff", width=2))
+        self.marker.hide()
+        self.plot.addItem(self.marker)
+        self.texts: list[pg.TextItem] = []
+        self.font = QFont()
+        self.font.setPointSize(7)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot)
+
+    def set_data(self, values: np.ndarray, levels: tuple[float, float], rows: list[str], columns: list[str],
+                 cells: list[list[str]] | None = None) -> None:
+        """``values`` is ``[rows, columns]``; ``cells`` the text of each cell (same shape) or None."""
+        n_rows, n_cols = values.shape
+        self.image.setImage(values.T.astype(np.float32), levels=levels)  # ImageItem's x is its first axis
+        self.plot.getAxis("left").setTicks([[(i + 0.5, r) for i, r in enumerate(rows)]])
+        self.plot.getAxis("bottom").setTicks([[(j + 0.5, c) for j, c in enumerate(columns)]])
+        wanted = n_rows * n_cols if cells is not None and n_rows * n_cols <= MAX_CELL_TEXTS else 0
+        while len(self.texts) < wanted:
+            item = pg.TextItem("", color="w", anchor=(0.5, 0.5))
+            item.setFont(self.font)
+            self.plot.addItem(item)
+            self.texts.append(item)
+        for index, item in enumerate(self.texts):
+            if index < wanted:
+                i, j = divmod(index, n_cols)
+                item.setText(cells[i][j])
+                bright = self.dark_text_always or values[i, j] > levels[0] + 0.6 * (levels[1] - levels[0])
+                item.setColor("k" if bright else "w")
+                item.setPos(j + 0.5, i + 0.5)
+                item.show()
+            else:
+                item.hide()
+        self.plot.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
+
+    def mark_column(self, column: int | None) -> None:
+        if column is None:
+            self.marker.hide()
+        else:
+            self.marker.setValue(column + 0.5)
+            self.marker.show()
+
+
+class LensPanel(QWidget):
+    def __init__(self, session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.model = LensModel.of(session)
+        tabs = QTabWidget()
+        tabs.addTab(self._build_lens(), "Logit lens")
+        tabs.addTab(self._build_patching(), "Activation patching")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(tabs, 1)
+        layout.addWidget(self.status)
+        self._unsubscribe = self.model.subscribe(self._on_model)
+        self._redraw_lens()
+        self._redraw_patching()
+
+    # -- lens ----------------------------------------------------------------------------------------
+    def _build_lens(self) -> QWidget:
+        self.run_button = QPushButton("Run lens")
+        self.positions = QSpinBox()
+        self.positions.setRange(2, 256)
+        self.positions.setValue(self.model.max_positions)
+        self.auto = QCheckBox("after each reply")
+        self.auto.setChecked(self.model.auto_update)
+        self.auto.toggled.connect(lambda on: setattr(self.model, "auto_update", on))
+        self.run_button.clicked.connect(lambda: self.model.run_lens(self.positions.value()))
+        controls = QHBoxLayout()
+        for w in (self.run_button, QLabel("last positions"), self.positions, self.auto):
+            controls.addWidget(w)
+        controls.addStretch(1)
+        self.lens_map = Heatmap("logit lens: top token per layer and position (colour = its probability)", "viridis")
+        self.lens_map.plot.scene().sigMouseClicked.connect(self._lens_clicked)
+        self.column = QTableWidget(0, 1)
+        self.column.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.column_title = QLabel("")
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(self.column_title)
+        side_layout.addWidget(self.column)
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(self.lens_map)
+        split.addWidget(side)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addLayout(controls)
+        layout.addWidget(split, 1)
+        return page
+
+    def _lens_clicked(self, event) -> None:
+        lens = self.model.lens
+        if lens is None:
+            return
+        point = self.lens_map.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
+        column = int(np.floor(point.x()))
+        if 0 <= column < len(lens.positions):
+            self.session.conversation.selected_position = int(lens.positions[column])
+            self._redraw_column(column)
+
+    def _redraw_lens(self) -> None:
+        lens = self.model.lens
+        if lens is None:
+            self.lens_map.set_data(np.zeros((0, 0)), (0, 1), [], [])
+            self._redraw_column()
+            return
+        top1 = lens.top_probs[:, :, 0]  # [P, T]
+        rows = [p.split(".")[-1] for p in lens.points]
+        columns = [f"{int(p)}\n{_short(t)}" for p, t in zip(lens.positions, lens.tokens)]
+        cells = [[_short(row[t][0]) for t in range(len(row))] for row in lens.top_texts]
+        self.lens_map.set_data(top1, (0.0, 1.0), rows, columns, cells)
+        self._redraw_column()
+
+    def _redraw_column(self, column: int | None = None) -> None:
+        lens = self.model.lens
+        index = self.model.selected_column() if column is None else column
+        self.lens_map.mark_column(index)
+        if lens is None or index is None:
+            self.column.setRowCount(0)
+            self.column_title.setText("the lens column of the selected token appears here")
+            return
+        data = self.model.column(index)
+        k = len(data[0][1]) if data else 0
+        self.column.setColumnCount(k)
+        self.column.setHorizontalHeaderLabels([f"top {j + 1}" for j in range(k)])
+        self.column.setRowCount(len(data))
+        self.column.setVerticalHeaderLabels([point for point, _ in data])
+        for i, (_, tops) in enumerate(data):
+            for j, (text, prob) in enumerate(tops):
+                self.column.setItem(i, j, QTableWidgetItem(f"{_short(text, 12)} {prob:.2f}"))
+        position = int(lens.positions[index])
+        self.column_title.setText(f"position {position} ({lens.tokens[index]!r}): what each layer predicts next")
+
+    # -- patching --------------------------------------------------------------------------------------
+    def _build_patching(self) -> QWidget:
+        self.clean = QLineEdit("The capital of France is")
+        self.corrupted = QLineEdit("The capital of Italy is")
+        self.clean_answer = QLineEdit(" Paris")
+        self.corrupted_answer = QLineEdit(" Rome")
+        self.kind = QComboBox()
+        self.kind.addItems(["resid_pre", "resid_post", "attn_out", "mlp_out"])
+        self.patch_button = QPushButton("Patch every layer × position")
+        self.patch_button.clicked.connect(self.run_patching)
+        form = QFormLayout()
+        form.addRow("clean prompt", self.clean)
+        form.addRow("corrupted prompt (same token count)", self.corrupted)
+        form.addRow("clean answer token", self.clean_answer)
+        form.addRow("corrupted answer token", self.corrupted_answer)
+        form.addRow("patch", self.kind)
+        self.patch_map = Heatmap("patched logit difference (1 = clean restored, 0 = corrupted)", "CET-D1", dark_text_always=True)
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addLayout(form)
+        layout.addWidget(self.patch_button)
+        layout.addWidget(self.patch_map, 1)
+        return page
+
+    def run_patching(self) -> None:
+        self.model.run_patching(self.clean.text(), self.corrupted.text(), self.clean_answer.text(),
+                                self.corrupted_answer.text(), self.kind.currentText())
+
+    def _redraw_patching(self) -> None:
+        result = self.model.patching
+        if result is None:
+            self.patch_map.set_data(np.zeros((0, 0)), (-1, 1), [], [])
+            return
+        scores = result.scores  # [L, T]
+        span = max(1.0, float(np.nanmax(np.abs(scores)))) if scores.size else 1.0
+        columns = [f"{_short(c)}→{_short(t)}" if c != t else _short(t)
+                   for c, t in zip(result.clean_tokens, result.tokens)]
+        cells = [[f"{v:.2f}" for v in row] for row in scores]
+        self.patch_map.set_data(scores, (-span, span), [str(layer) for layer in result.layers], columns, cells)
+
+    def _on_model(self, what: str) -> None:
+        if what == "lens":
+            self._redraw_lens()
+        elif what == "selected":
+            self._redraw_column()
+        elif what == "patching":
+            self._redraw_patching()
+        elif what == "status":
+            self.status.setText(self.model.status)
