@@ -1,0 +1,106 @@
+"""`symbiont lab aux-logits`: the auxiliary-logit subliminal-learning experiment (PROTOCOLS.md §1).
+
+    symbiont lab aux-logits                       5 seeds, m = 1,2,3,5,10,50, scikit-learn's digits
+    symbiont lab aux-logits --seeds 10 --aux 3    more seeds, the headline m only
+    symbiont lab aux-logits --mnist ~/data/mnist  the published MNIST setup from IDX files
+
+Runs (or resumes) in ``--out`` and writes ``report.md`` (our numbers beside the published
+ones, with verdicts), ``summary.json``, ``plots/*.png`` and ``progress.jsonl`` there; prints
+the report. Re-running the same command computes only the (m, seed) pairs that are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+from .lab import lab_subparsers
+from .lab_negation import _positive
+
+
+def _aux_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--aux {text!r}: give whole numbers like 1,2,3,5,10,50") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--aux {text!r}: each m must be at least 1")
+    return tuple(dict.fromkeys(values))
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a learning rate between 0 and 1")
+    return value
+
+
+def build_config(args):
+    from symbiont_lab.aux_logits.experiments import AuxConfig
+
+    fields = {"seeds": args.seeds, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "hidden": args.hidden}
+    if args.aux is not None:
+        fields["aux"] = args.aux
+    return AuxConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def cmd_aux_logits(args) -> int:
+    from symbiont_lab.aux_logits.data import load_dataset
+    from symbiont_lab.aux_logits.report import write_report
+    from symbiont_lab.aux_logits.runner import RunFolder, read_json, run_lab
+
+    config = build_config(args)
+    out = Path(args.out) if args.out else Path("out/lab") / ("aux-logits-mnist" if args.mnist else "aux-logits")
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    data = load_dataset(args.mnist)
+    say(f"aux-logits lab ({data.name}: {len(data.x_train)} train / {len(data.x_test)} test) -> {out}")
+    summary = run_lab(config, out, data=data, chunk_seeds=args.chunk_seeds, progress=say)
+    import mlx.core as mx
+
+    runs_path = out / "runs.json"
+    runs = read_json(runs_path, "run log") if runs_path.exists() else []
+    config.dataset = data.name
+    info = {
+        "compute wall time": f"{sum(r.get('wall_s', 0) for r in runs):.0f} s over {len(runs)} invocation(s)"
+                             + (" (some interrupted)" if any(r.get("interrupted") for r in runs) else ""),
+        "this invocation": (f"computed {sum(len(v) for v in summary.computed.values())} (m, seed) result(s) in "
+                            f"{summary.wall_s:.0f} s" if summary.computed else "nothing left to compute"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, MLX {mx.__version__} on {mx.default_device()}",
+        "data": data.source,
+        "run folder": str(out),
+    }
+    write_report(out, RunFolder(out).results(config), config, run_info=info, plots=not args.no_plots)
+    print((out / "report.md").read_text(encoding="utf-8"))
+    say(f"report: {out / 'report.md'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = lab_subparsers(subparsers).add_parser(
+        "aux-logits", help="subliminal learning through auxiliary logits in an MLP on digits",
+        description="Reproduce the auxiliary-logit experiment (MLP teacher with extra logits; students trained "
+                    "only on those logits of noise) and compare with the published figures. Resumable: re-run "
+                    "the same command to continue.")
+    parser.add_argument("--seeds", type=_positive, default=None, help="seeds per m (default 5)")
+    parser.add_argument("--aux", type=_aux_list, default=None, metavar="M,M,...",
+                        help="numbers of auxiliary logits to sweep (default 1,2,3,5,10,50)")
+    parser.add_argument("--mnist", default=None, metavar="DIR",
+                        help="folder with the MNIST IDX files (default: scikit-learn's 8x8 digits)")
+    parser.add_argument("--out", default=None,
+                        help="run folder (default out/lab/aux-logits, or out/lab/aux-logits-mnist with --mnist)")
+    parser.add_argument("--epochs", type=_positive, default=None,
+                        help="teacher epochs; students take as many steps (default 13 on digits, 5 on MNIST)")
+    parser.add_argument("--batch", type=_positive, default=None, help="batch size (default 64 on digits, 1024 on MNIST)")
+    parser.add_argument("--lr", type=_rate, default=None, help="Adam learning rate (default 3e-4)")
+    parser.add_argument("--hidden", type=_positive, default=None, help="width of both hidden layers (default 256)")
+    parser.add_argument("--chunk-seeds", type=_positive, default=None,
+                        help="seeds trained together as one stacked model (default 5)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(func=cmd_aux_logits)
