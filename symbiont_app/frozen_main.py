@@ -1,6 +1,7 @@
 """Entry point of the packaged app (``Symbiont.app``, the Linux one-folder bundle).
 
     Symbiont                      the desktop window (default model, SAE meters to come)
+    Symbiont --cli <args>         run a `symbiont` sub-command (the app's lab panel uses it)
     Symbiont --self-check         load the default model from the bundle, generate a few
                                   tokens with the shipped SAE's feature meters on, print a
                                   report, exit 0 (or 1 with the error)
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         reexec_with_fast_blas()  # Linux: preload OpenBLAS before MLX loads (no-op on macOS)
         argv = sys.argv[1:]
+    if argv[:1] == ["--cli"]:
+        # `Symbiont --cli lab aux-logits ...`: the frozen app has no `python -m`, so the app's lab
+        # panel runs its experiments (separate processes) through this entry.
+        from .cli import main as cli_main
+
+        return cli_main(argv[1:])
     # Finder may add arguments of its own (-psn_… on old macOS): ignore what we do not know.
     args, _unknown = _parser().parse_known_args(argv)
     if args.self_check:

@@ -44,11 +44,10 @@ class ProgressLog:
 
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / PROGRESS_FILE
-        self._checked_tail = False
 
     def _end_partial_line(self) -> None:
-        """A killed writer may have left a line without its newline: end it before appending."""
-        self._checked_tail = True
+        """A killed writer may have left a line without its newline: end it before appending
+        (checked on every emit — one 1-byte read — since another process may share the file)."""
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(0, os.SEEK_END)
@@ -69,8 +68,7 @@ class ProgressLog:
             "message": str(message), "metrics": {str(k): _number(v) for k, v in metrics.items()},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._checked_tail:
-            self._end_partial_line()
+        self._end_partial_line()
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
         # one write() on an O_APPEND descriptor: a reader never sees two records interleaved
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)

@@ -78,3 +78,13 @@ PANELS += [
     PanelSpec("sae", "SAE", "right", _sae),
     PanelSpec("lens", "Lens / patching", "bottom", _lens),
 ]
+
+
+# -- LAB-AUX: lab experiments in their own process (progress, curves, report, plots) --------------------
+def _lab(session, parent):
+    from .lab import LabPanel
+
+    return LabPanel(session, parent)
+
+
+PANELS.append(PanelSpec("lab", "Lab", "bottom", _lab))
