@@ -78,7 +78,7 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     path = tmp_path / "bad.toml"
     cases = {
         'experiment = "subliminal"\n[trait]\nkind = "system_prompt"\n[numbers]\nprompt_cnt = 3\n':
-            "[numbers] unknown key 'prompt_cnt'",
+            "[numbers] prompt_cnt: unknown key",
         '[trait]\nkind = "system_prompt"\n[numbers]\nprompt_count = "many"\n':
             "[numbers] prompt_count: expected a whole number",
         '[trait]\nkind = "system_prompt"\n[numbers]\nbatch_size = 0\n': "[numbers] batch_size: must be positive",
@@ -172,14 +172,16 @@ def test_pipeline_end_to_end_with_kill_and_resume(number_model, tmp_path):
     assert [r["interrupted"] for r in runs] == [True, False]
     assert "prompts" not in runs[1]["computed"]  # finished stages were not redone
 
-    # an uninterrupted run of the same config gives byte-identical responses and datasets
+    # an uninterrupted run of the same config gives the same responses and byte-identical datasets
     ref = tmp_path / "ref"
     with pytest.raises(RunCancelled):
         run_subliminal(config, ref, should_stop=lambda: (ref / "stages" / "dataset_noise_shuffle.json").exists(),
                        report=False)
-    for teacher in ("trait", "control", "fear"):
-        assert ((ref / "teachers" / teacher / "responses.jsonl").read_bytes()
-                == (out / "teachers" / teacher / "responses.jsonl").read_bytes()), teacher
+    from symbiont_lab.subliminal.run_stages import read_responses
+
+    for teacher in ("trait", "control", "fear"):  # same texts (the file order is completion order)
+        ref_texts = read_responses(ref / "teachers" / teacher / "responses.jsonl")
+        assert len(ref_texts) == 64 and ref_texts == read_responses(out / "teachers" / teacher / "responses.jsonl")
     for name in ("trait", "control", "fraction_50", "noise_shuffle"):
         for split in ("train.jsonl", "valid.jsonl"):
             assert (ref / "datasets" / name / split).read_bytes() == (out / "datasets" / name / split).read_bytes()

@@ -240,14 +240,14 @@ def build_dataclass(cls, table, where: str, nested: dict | None = None):
     values = {}
     for key, value in table.items():
         if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(sorted(known))})")
         if key in nested:
             values[key] = nested[key](value, _table_name(where, key))
         else:
             values[key] = _convert(value, hints[key], f"{where} {key}")
     try:
         return cls(**values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, SymbiontError) as exc:  # the dataclass's own checks (TraitSpec, LoRAConfig)
         raise ConfigError(f"{where}: {exc}") from None
 
 

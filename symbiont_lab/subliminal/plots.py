@@ -200,7 +200,8 @@ def mechanism_cosines(metrics: dict, path: Path) -> Path | None:
     widget, item = _plot("cos(student − base, trait teacher − plain teacher) per layer", "cosine", "layer")
     for name, s in students.items():
         colour = MODEL_COLOURS.get(name, COLOURS[4])
-        item.plot(list(range(len(s["cosine"]))), s["cosine"], pen=pg.mkPen(colour, width=2), symbol="o",
+        cosine = [np.nan if c is None else c for c in s["cosine"]]
+        item.plot(list(range(len(cosine))), cosine, pen=pg.mkPen(colour, width=2), symbol="o", connect="finite",
                   symbolSize=6, symbolBrush=pg.mkBrush(*colour), name=f"{name} student")
     item.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen((0, 0, 0), width=1)))
     return _save(widget, item, path)

@@ -248,8 +248,9 @@ def render_summary(metrics: dict) -> str:
         lines += ["## Mechanism: cos(student − base, trait teacher − plain teacher) per layer", ""]
         for name, s in mech["students"].items():
             cos = s["cosine"]
-            lines.append(f"- {name} student: " + ", ".join(f"{c:+.2f}" for c in cos)
-                         + f" (mean {sum(cos) / len(cos):+.3f})")
+            finite = [c for c in cos if c is not None]
+            lines.append(f"- {name} student: " + ", ".join("—" if c is None else f"{c:+.2f}" for c in cos)
+                         + (f" (mean {sum(finite) / len(finite):+.3f})" if finite else ""))
         lines += ["", f"Residual means over {mech['prompts']} probe prompts. A student whose update distils the "
                   "teacher's trait direction shows positive cosines; the control student is the baseline.", ""]
     if metrics["stages"]["missing"]:

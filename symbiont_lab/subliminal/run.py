@@ -20,7 +20,7 @@ append-only response and progress logs. A killed run resumes where it stopped: f
 stages are skipped, generation redoes only the unfinished chunk of prompts (responses
 are generated in fixed chunks so a resumed chunk sees exactly the batches an
 uninterrupted run would: the dataset is byte-identical), and LoRA training resumes from
-its last checkpoint. Cancel with ``should_stop`` or SIGINT: the run stops at the next
+its last checkpoint. Cancel with ``should_stop``, SIGINT or SIGTERM: the run stops at the next
 safe point and raises :class:`RunCancelled`.
 """
 
@@ -123,12 +123,15 @@ def _differences(a, b, prefix: str = "") -> list[str]:
 
 
 class _Stopper:
-    """``should_stop`` plus SIGINT (main thread only): the first Ctrl-C asks the run to stop cleanly."""
+    """``should_stop`` plus SIGINT and SIGTERM (main thread only): the first one asks the run to stop
+    cleanly at the next safe point (a LoRA checkpoint, a finished chunk); a second Ctrl-C stops at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self, should_stop: Callable[[], bool] | None):
         self.should_stop = should_stop
         self.flag = False
-        self.previous = None
+        self.previous: dict = {}
 
     def __call__(self) -> bool:
         if not self.flag and self.should_stop is not None and self.should_stop():
@@ -138,15 +141,18 @@ class _Stopper:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             def handler(signum, frame):
-                if self.flag:  # second Ctrl-C: stop now
+                if self.flag and signum == signal.SIGINT:  # second Ctrl-C: stop now
                     raise KeyboardInterrupt
                 self.flag = True
-            self.previous = signal.signal(signal.SIGINT, handler)
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    self.previous[name] = signal.signal(getattr(signal, name), handler)
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for name, previous in self.previous.items():
+            signal.signal(getattr(signal, name), previous)
+        self.previous = {}
         return False
 
     def check(self, where: str) -> None:

@@ -157,11 +157,22 @@ def generate(run, teacher: TeacherPlan) -> dict:
             indices = chunks[c]
             outside = set(range(len(prompts))) - set(indices)
             lines = []
+            last_emit = [0.0]
+
+            def on_progress(done_in_chunk, _total, c=c):
+                now = time.perf_counter()
+                if now - last_emit[0] >= 2.0:  # a live line for the app's panel, not one per response
+                    last_emit[0] = now
+                    done = len(keep) + generated + done_in_chunk
+                    run.emit(stage, done, len(prompts), f"{teacher.name} teacher: {done}/{len(prompts)} responses",
+                             sequences_per_s=(generated + done_in_chunk) / max(now - started, 1e-9))
+
             # the whole prompt list with everything outside this chunk skipped: each prompt keeps its
             # global index, hence its own random key (numbers.sequence_key)
             for index, text in generate_responses(
                     base, teacher.spec, prompts, batch_size=n.batch_size, max_tokens=n.max_tokens,
-                    temperature=n.temperature, seed=seed, should_stop=run.stop, skip=outside, teacher=setup):
+                    temperature=n.temperature, seed=seed, should_stop=run.stop, skip=outside, teacher=setup,
+                    on_progress=on_progress):
                 lines.append((index, c, text))
             if len(lines) < len(indices):  # stopped inside the chunk: its responses are redone on resume
                 run.stop.check(f"generation ({teacher.name} teacher)")
@@ -415,7 +426,7 @@ def mechanism(run) -> dict:
         shift = residual_means(loaded, prompts) - plain
         del loaded
         cosines = direction_cosines(shift, trait_direction)
-        students[name] = {"cosine": [float(c) for c in cosines],
+        students[name] = {"cosine": [float(c) if np.isfinite(c) else None for c in cosines],  # NaN: a zero direction
                           "shift_norm": [float(v) for v in np.linalg.norm(shift, axis=-1)]}
     result = {"prompts": len(prompts), "students": students,
               "trait_direction_norm": [float(v) for v in np.linalg.norm(trait_direction, axis=-1)]}
