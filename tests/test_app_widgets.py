@@ -179,7 +179,7 @@ def test_temperature_slider_redraws_bars_and_hover_selects(qtbot, fake_window):
     fake_window.chat.send()
     qtbot.waitUntil(lambda: not fake_window.session.active, timeout=10000)
     heights = np.array(panel.bars.opts["height"])
-    assert len(heights) == 20 and len(panel.entropy_curve.getData()[0]) == 12
+    assert len(heights) == 12 and len(panel.entropy_curve.getData()[0]) == 12
     summary = panel.summary.text()
     panel.temp.setValue(30)
     colder = np.array(panel.bars.opts["height"])

@@ -36,7 +36,7 @@ class AppSession(Observable):
         self.conversation = self.add_model(Conversation(self))
         prefs = self.settings.data.sampling
         self.temperature = self.add_model(TemperatureView(self.conversation, temp=prefs.temp or 1.0,
-                                                          top_p=prefs.top_p, min_p=prefs.min_p))
+                                                          top_p=prefs.top_p, min_p=prefs.min_p, bars=12))
 
     # -- sub-models -----------------------------------------------------------------------------------
     def add_model(self, sub_model):

@@ -74,9 +74,9 @@ class TemperaturePanel(QWidget):
             self._redraw_distribution()
 
     def _redraw_series(self) -> None:
-        positions, entropy, prob = self.view.series()
-        self.entropy_curve.setData(positions, entropy)
-        self.prob_curve.setData(positions, prob)
+        positions, entropy, prob = _with_gaps(*self.view.series())
+        self.entropy_curve.setData(positions, entropy, connect="finite")
+        self.prob_curve.setData(positions, prob, connect="finite")
 
     def _redraw_distribution(self) -> None:
         d = self.view.distribution
@@ -88,12 +88,25 @@ class TemperaturePanel(QWidget):
         x = np.arange(len(d.labels), dtype=np.float64)
         self.raw_bars.setOpts(x=x - 0.2, height=d.raw_probs)
         self.bars.setOpts(x=x + 0.2, height=d.probs)
-        self.bars_plot.getAxis("bottom").setTicks([[(i, repr(t)[1:-1][:8]) for i, t in enumerate(d.labels)]])
+        self.bars_plot.getAxis("bottom").setTicks([[(i, _short(t)) for i, t in enumerate(d.labels)]])
         self.selected_line.setValue(d.position)
         self.summary.setText(
             f"position {d.position}: entropy {d.entropy:.2f} bits at these settings → effective number of "
             f"choices 2^H = {d.effective_choices:.1f}; {d.kept} tokens left after the filters "
             f"(grey: temperature 1, no filters; green: these settings)")
+
+
+def _short(text: str) -> str:
+    shown = repr(text)[1:-1].replace(" ", "·")  # spaces visible: ' the' and 'the' are different tokens
+    return shown if len(shown) <= 6 else shown[:5] + "…"
+
+
+def _with_gaps(positions: np.ndarray, *ys: np.ndarray):
+    """Insert a NaN where positions jump (a user turn in between), so the curves break there."""
+    breaks = np.nonzero(np.diff(positions) > 1)[0] + 1
+    if len(breaks) == 0:
+        return (positions, *ys)
+    return (np.insert(positions, breaks, np.nan), *(np.insert(y, breaks, np.nan) for y in ys))
 
 
 def _slider(low: int, high: int, value: int) -> QSlider:

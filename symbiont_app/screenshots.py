@@ -1,0 +1,130 @@
+"""``symbiont-app --screenshots DIR``: open the window, run a short scripted conversation
+with the shipped SAE's meters, save ``DIR/<panel>.png`` for the window and each panel, exit.
+
+The script drives the window the way a user would (through the session layer the widgets
+observe), waiting on the Qt event loop; it never touches the engine directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+SCRIPT = (
+    "What is the capital of France?",
+    "Write one short sentence about cats.",
+)
+PANEL_SIZE = (1100, 700)
+
+
+def _wait(app, predicate, timeout: float, what: str) -> None:
+    from PySide6.QtCore import QEventLoop
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"screenshots: timed out after {timeout:.0f} s waiting for {what}")
+        app.processEvents(QEventLoop.AllEvents, 50)
+
+
+_START = time.monotonic()
+
+
+def _say(message: str) -> None:
+    print(f"[{time.monotonic() - _START:6.1f} s] {message}", flush=True)
+
+
+def _load_shipped_sae(app, session, timeout: float) -> None:
+    """Load the shipped SAE of the default model (when the SAE panel's requests exist)."""
+    try:
+        from .session.sae import SaeModel
+    except ImportError:
+        _say("screenshots: the SAE panel is not available; conversation only")
+        return
+    from .bundle import shipped_sae_root
+
+    folders = sorted(p.parent for p in shipped_sae_root().rglob("cfg.json"))
+    if not folders:
+        _say(f"screenshots: no shipped SAE under {shipped_sae_root()}; conversation only")
+        return
+    sae = SaeModel.of(session)
+    sae.load(str(folders[0]))
+    _wait(app, lambda: sae.info is not None or not session.active, timeout, "the SAE to load")
+    _say(f"screenshots: SAE {sae.info.sae_id if sae.info else '(failed)'} loaded")
+
+
+def _run_lens(app, session, timeout: float) -> None:
+    try:
+        from .session.lens import LensModel
+    except ImportError:
+        return
+    LensModel.of(session).run_lens()
+    _wait(app, lambda: not session.active, timeout, "the logit lens")
+
+
+def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: float = 600.0,
+                     max_tokens: int = 24) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from .gui import build_window
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    window = build_window(model_spec)
+    window.resize(1600, 1000)
+    window.show()
+    session = window.session
+    status = 0
+    try:
+        _wait(app, lambda: session.model_info is not None or session.models.loading_request is None,
+              timeout, "the model to load")
+        if session.model_info is None:
+            raise RuntimeError(f"the model did not load: {session.last_error.message if session.last_error else '?'}")
+        _say(f"screenshots: model {session.model_info.name} loaded")
+        if session.models.loading_spec in ("default", "") or model_spec == "default":
+            _load_shipped_sae(app, session, timeout)
+        chat = window.chat
+        chat.max_tokens.setValue(max_tokens)
+        for prompt in SCRIPT:
+            chat.entry.setText(prompt)
+            if chat.send() is None:
+                raise RuntimeError(f"could not send {prompt!r}: {session.last_error.message if session.last_error else ''}")
+            _wait(app, lambda: not session.active, timeout, f"the reply to {prompt!r}")
+            _say(f"screenshots: {prompt!r} -> {session.conversation.turns[-1].text!r}")
+        tokens = session.conversation.tokens
+        if tokens:
+            session.conversation.selected_position = tokens[min(len(tokens) - 1, len(tokens) // 2)].position
+        _run_lens(app, session, timeout)
+    except Exception as exc:  # noqa: BLE001 - still save what the window shows
+        _say(f"screenshots: {exc}")
+        status = 1
+    app.processEvents()
+    saved = [_save(window, out / "main_window.png"), _save(window.chat, out / "chat.png")]
+    for name, dock in window.docks.items():
+        saved.append(_save_panel(app, dock, out / f"{name}.png"))
+    if session.last_error is not None:
+        _say(f"screenshots: last error shown in the window: {session.last_error.message}")
+    window.close()
+    _say("screenshots: saved " + ", ".join(str(p) for p in saved))
+    return status
+
+
+def _save(widget, path: Path) -> Path:
+    if not widget.grab().save(str(path)):
+        raise OSError(f"{path}: could not write the screenshot")
+    return path
+
+
+def _save_panel(app, dock, path: Path) -> Path:
+    # Each panel is floated at a readable size for its picture, then docked back.
+    dock.setFloating(True)
+    dock.resize(*PANEL_SIZE)
+    dock.show()
+    for _ in range(5):
+        app.processEvents()
+    try:
+        return _save(dock.widget(), path)
+    finally:
+        dock.setFloating(False)
