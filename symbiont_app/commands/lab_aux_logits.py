@@ -44,7 +44,7 @@ def _rate(text: str) -> float:
 def build_config(args):
     from symbiont_lab.aux_logits.experiments import AuxConfig
 
-    fields = {"seeds": args.seeds, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "hidden": args.hidden}
+    fields = {"seeds": args.seeds, "epochs": args.epochs, "student_epochs": args.student_epochs, "batch": args.batch, "lr": args.lr, "hidden": args.hidden}
     if args.aux is not None:
         fields["aux"] = args.aux
     return AuxConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -95,7 +95,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default=None,
                         help="run folder (default out/lab/aux-logits, or out/lab/aux-logits-mnist with --mnist)")
     parser.add_argument("--epochs", type=_positive, default=None,
-                        help="teacher epochs; students take as many steps (default 13 on digits, 5 on MNIST)")
+                        help="teacher epochs (default 13 on digits, 5 on MNIST)")
+    parser.add_argument("--student-epochs", type=_positive, default=None,
+                        help="student epochs on noise, each as many steps as a teacher epoch (default: --epochs, "
+                             "as published)")
     parser.add_argument("--batch", type=_positive, default=None, help="batch size (default 64 on digits, 1024 on MNIST)")
     parser.add_argument("--lr", type=_rate, default=None, help="Adam learning rate (default 3e-4)")
     parser.add_argument("--hidden", type=_positive, default=None, help="width of both hidden layers (default 256)")

@@ -89,6 +89,7 @@ class LabPanel(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "progress record")
         self.plot.showGrid(y=True, alpha=0.3)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)  # accuracies in 0..1 read as they are
         self.legend = self.plot.addLegend(offset=(5, 5))
         curves_layout = QVBoxLayout(curves)
         curves_layout.addWidget(self.group)
@@ -102,7 +103,7 @@ class LabPanel(QWidget):
         self.plot_choice.currentIndexChanged.connect(self._show_plot)
         self.plot_image = QLabel("no plots yet")
         self.plot_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        scroll = QScrollArea()
+        self.plot_scroll = scroll = QScrollArea()
         scroll.setWidget(self.plot_image)
         scroll.setWidgetResizable(True)
         plots_layout = QVBoxLayout(plots)
@@ -262,9 +263,11 @@ class LabPanel(QWidget):
             item.setData(np.asarray(xs), np.asarray(ys))
         groups = m.curve_groups()
         known = [self.group.itemText(i) for i in range(self.group.count())]
-        for key in groups:
+        for key in sorted(groups, key=lambda k: (k != "accuracy", k != "loss")):  # accuracy first
             if key not in known:
                 self.group.addItem(key)
+                if key == "accuracy":
+                    self.group.setCurrentText(key)
         self._show_group()
         self._on_state()
 
@@ -273,6 +276,7 @@ class LabPanel(QWidget):
         for name, item in self._curves.items():
             item.setVisible(name in names)
         self.plot.setLabel("left", self.group.currentText())
+        self.plot.enableAutoRange()  # fit the shown curves only
 
     def _on_report(self) -> None:
         m = self.model
@@ -293,4 +297,10 @@ class LabPanel(QWidget):
         path = self.plot_choice.currentData()
         if path:
             pixmap = QPixmap(path)
-            self.plot_image.setPixmap(pixmap) if not pixmap.isNull() else self.plot_image.setText(f"{path}: unreadable")
+            if pixmap.isNull():
+                self.plot_image.setText(f"{path}: unreadable")
+                return
+            width = max(320, self.plot_scroll.viewport().width() - 8)
+            if pixmap.width() > width:  # fit the panel's width; taller plots scroll
+                pixmap = pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
+            self.plot_image.setPixmap(pixmap)

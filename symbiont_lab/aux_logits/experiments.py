@@ -49,7 +49,9 @@ class AuxConfig:
     aux: tuple[int, ...] = (1, 2, 3, 5, 10, 50)
     """Numbers of auxiliary logits m to sweep (the headline table uses m = 3)."""
     epochs: int | None = None
-    """Teacher epochs over the training digits; the students take the same number of steps on noise."""
+    """Teacher epochs over the training digits."""
+    student_epochs: int | None = None
+    """Student "epochs" on noise, each as many steps as a teacher epoch (default: ``epochs``, as published)."""
     batch: int | None = None
     """Batch size of teacher and students."""
     lr: float = 3e-4
@@ -61,13 +63,15 @@ class AuxConfig:
 
     def resolved(self) -> "AuxConfig":
         d = DEFAULTS[self.dataset]
-        return AuxConfig(self.seeds, tuple(self.aux), self.epochs or d["epochs"], self.batch or d["batch"],
+        epochs = self.epochs or d["epochs"]
+        return AuxConfig(self.seeds, tuple(self.aux), epochs, self.student_epochs or epochs, self.batch or d["batch"],
                          self.lr, self.hidden, self.dataset)
 
     def identity(self) -> dict:
         """Settings a seed's result depends on (a resumed run must match; seeds and m may grow)."""
         r = self.resolved()
-        return {"epochs": r.epochs, "batch": r.batch, "lr": r.lr, "hidden": r.hidden, "dataset": r.dataset}
+        return {"epochs": r.epochs, "student_epochs": r.student_epochs, "batch": r.batch, "lr": r.lr,
+                "hidden": r.hidden, "dataset": r.dataset}
 
     def to_dict(self) -> dict:
         return {**asdict(self.resolved()), "aux": list(self.aux)}
@@ -79,7 +83,8 @@ def steps_per_epoch(config: AuxConfig, n_train: int) -> int:
 
 def unit_steps(config: AuxConfig, n_train: int) -> int:
     """Optimizer steps in one unit (teacher phase + student phase), the unit of progress."""
-    return 2 * config.resolved().epochs * steps_per_epoch(config, n_train)
+    r = config.resolved()
+    return (r.epochs + r.student_epochs) * steps_per_epoch(config, n_train)
 
 
 @dataclass
@@ -120,7 +125,7 @@ def run_unit(config: AuxConfig, m: int, seeds: list[int], data: Dataset,
     train_teacher(teacher, data.x_train, data.y_train, seeds, cfg.epochs, cfg.batch, cfg.lr, x_test, y_test,
                   lambda step: record(step, ("teacher",), 0))
     teacher_done = cfg.epochs * per_epoch
-    train_students(students, teacher, [STUDENT_SLICES[n] for n in STUDENTS], seeds, per_epoch, cfg.epochs,
+    train_students(students, teacher, [STUDENT_SLICES[n] for n in STUDENTS], seeds, per_epoch, cfg.student_epochs,
                    cfg.batch, cfg.lr, x_test, y_test, lambda step: record(step, STUDENTS, teacher_done))
     final = {"teacher": accuracy(teacher, x_test, y_test)[0]}
     final.update({name: a for name, a in zip(STUDENTS, accuracy(students, x_test, y_test))})

@@ -147,16 +147,19 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
                                           if s["dataset"] == "digits" else " (MNIST IDX files: 60,000 / 10,000)")
               + "; pixels scaled to [−1, 1], the range of the uniform noise.",
               f"- MLP D-{s['hidden']}-{s['hidden']}-(10 + m), ReLU; Adam, learning rate {s['lr']:g}; "
-              f"{s['epochs']} epochs of batch {s['batch']} for the teacher, and as many steps on fresh noise for "
-              "each student (KL between the softmaxes over the matched logits).",
+              f"{s['epochs']} epochs of batch {s['batch']} for the teacher; each student "
+              f"{s['student_epochs']} epochs' worth of steps on fresh noise"
+              + (" (as many as the teacher, as published)" if s["student_epochs"] == s["epochs"] else
+                 " (**not** the published count: students got more steps)")
+              + "; loss: KL between the softmaxes over the matched logits.",
               "- Same init: the teacher's initial weights; different init: another seed's stream; "
               "a seed's networks do not depend on which seeds ran beside it."]
     if s["dataset"] == "digits":
         lines += ["- **Changed from the published setup** (784-256-256 MLP, 5 epochs, batch 1,024 on 60,000 MNIST "
                   "digits ≈ 290 Adam steps): the input is 64 pixels, and with 1,437 training digits 5 epochs of "
-                  "batch 1,024 are 7 steps, which cannot train a teacher. Batch 64 and 13 epochs give 286 steps, "
-                  "about the published count, for teacher and students alike; learning rate and widths are the "
-                  "published ones."]
+                  "batch 1,024 are 7 steps, which cannot train a teacher. The defaults here, batch 64 and 13 "
+                  "epochs, give 286 steps, about the published count, for teacher and students alike; learning rate "
+                  "and widths are the published ones."]
     lines.append("")
     if run_info:
         lines += ["## Run", ""] + [f"- {k}: {v}" for k, v in run_info.items()] + [""]
