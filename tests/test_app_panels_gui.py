@@ -205,7 +205,9 @@ def test_lens_panel_heatmap_column_and_patching(qtbot, fake):
     session.handle_event(LensComputed(rid, ("resid_post.0", "resid_post.1", "resid_post.2"), np.arange(6, 10),
                                       ("a", "b", "c", "d"), texts, probs, None, "re-run of 10 tokens"))
     np.testing.assert_allclose(panel.lens_map.image.image, probs[:, :, 0].T)
-    assert sum(t.isVisible() for t in panel.lens_map.texts) == 12
+    assert [c[2] for c in panel.lens_map.texts.cells[:2]] == ["L0T0k0", "L0T1k0"]
+    assert len(panel.lens_map.texts.cells) == 12
+    assert not panel.lens_map.grab().isNull()  # paints
     assert panel.column.item(2, 0).text().startswith("L2T3k0")  # no token selected: the last column
     session.conversation.selected_position = 7
     assert panel.column.item(0, 1).text().startswith("L0T1k1") and "position 7" in panel.column_title.text()

@@ -157,5 +157,6 @@ class SteeringModel(Observable):
             self.notify("busy")
         elif isinstance(event, Failed) and event.request_id in self._live_ids:
             # a live change that failed (e.g. a bad position list): say so next to the controls
+            self._live_ids.discard(event.request_id)
             self.status = event.message
             self.notify("status")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
     QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
@@ -15,12 +15,49 @@ from PySide6.QtWidgets import (
 
 from ..session.lens import LensModel
 
-MAX_CELL_TEXTS = 2400
-"""Cells beyond this many get colour only (text items cost paint time)."""
-
-
 def _short(text: str, n: int = 6) -> str:
     return repr(text)[1:-1][:n]
+
+
+class CellTexts(pg.GraphicsObject):
+    """Every cell's text in one item, painted in device pixels (readable at any zoom).
+
+    One item instead of a ``TextItem`` per cell: a 30-layer × 32-position lens would make
+    960 graphics items, and creating them stalled the event loop for a second or more.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.cells: list[tuple[float, float, str, bool]] = []
+        self.bounds = QRectF()
+        self.font = QFont()
+        self.font.setPointSize(7)
+
+    def set_cells(self, cells: list[tuple[float, float, str, bool]], n_rows: int, n_cols: int) -> None:
+        """``(x, y, text, dark)`` per cell centre, in view coordinates."""
+        self.prepareGeometryChange()
+        self.cells = cells
+        self.bounds = QRectF(0, 0, n_cols, n_rows)
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return self.bounds
+
+    def paint(self, painter, *_args) -> None:
+        transform = painter.transform()
+        cell_w, cell_h = abs(transform.m11()), abs(transform.m22())
+        if not self.cells or cell_w < 12 or cell_h < 8:
+            return  # too small to read: colour only
+        painter.save()
+        painter.resetTransform()
+        painter.setFont(self.font)
+        dark, light = QColor("black"), QColor("white")
+        for x, y, text, is_dark in self.cells:
+            centre = transform.map(QPointF(x, y))
+            painter.setPen(dark if is_dark else light)
+            painter.drawText(QRectF(centre.x() - cell_w / 2, centre.y() - cell_h / 2, cell_w, cell_h),
+                             Qt.AlignCenter, text)
+        painter.restore()
 
 
 class Heatmap(QWidget):
@@ -35,12 +72,11 @@ class Heatmap(QWidget):
         self.image = pg.ImageItem()
         self.image.setColorMap(pg.colormap.get(colormap))
         self.plot.addItem(self.image)
+        self.texts = CellTexts()
+        self.plot.addItem(self.texts)
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#ff00ff", width=2))
         self.marker.hide()
         self.plot.addItem(self.marker)
-        self.texts: list[pg.TextItem] = []
-        self.font = QFont()
-        self.font.setPointSize(7)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
@@ -52,22 +88,11 @@ class Heatmap(QWidget):
         self.image.setImage(values.T.astype(np.float32), levels=levels)  # ImageItem's x is its first axis
         self.plot.getAxis("left").setTicks([[(i + 0.5, r) for i, r in enumerate(rows)]])
         self.plot.getAxis("bottom").setTicks([[(j + 0.5, c) for j, c in enumerate(columns)]])
-        wanted = n_rows * n_cols if cells is not None and n_rows * n_cols <= MAX_CELL_TEXTS else 0
-        while len(self.texts) < wanted:
-            item = pg.TextItem("", color="w", anchor=(0.5, 0.5))
-            item.setFont(self.font)
-            self.plot.addItem(item)
-            self.texts.append(item)
-        for index, item in enumerate(self.texts):
-            if index < wanted:
-                i, j = divmod(index, n_cols)
-                item.setText(cells[i][j])
-                bright = self.dark_text_always or values[i, j] > levels[0] + 0.6 * (levels[1] - levels[0])
-                item.setColor("k" if bright else "w")
-                item.setPos(j + 0.5, i + 0.5)
-                item.show()
-            else:
-                item.hide()
+        threshold = levels[0] + 0.6 * (levels[1] - levels[0])
+        texts = [] if cells is None else [
+            (j + 0.5, i + 0.5, cells[i][j], self.dark_text_always or bool(values[i, j] > threshold))
+            for i in range(n_rows) for j in range(n_cols)]
+        self.texts.set_cells(texts, n_rows, n_cols)
         self.plot.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
 
     def mark_column(self, column: int | None) -> None:
