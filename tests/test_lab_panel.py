@@ -130,7 +130,10 @@ def test_panel_runs_aux_logits_to_completion_and_shows_the_report(panel, qtbot, 
 
 
 @pytest.mark.gui
-def test_panel_cancel_then_resume_completes(panel, qtbot, tmp_path):
+def test_panel_cancel_then_resume_completes(panel, qtbot, tmp_path, monkeypatch):
+    import symbiont_app.widgets.lab as lab_widget
+
+    monkeypatch.setattr(lab_widget, "KILL_AFTER_MS", 300)  # the kill timer fires after the process is gone
     widget, session = panel
     out = tmp_path / "run"
     widget.out.setText(str(out))
@@ -140,6 +143,7 @@ def test_panel_cancel_then_resume_completes(panel, qtbot, tmp_path):
     qtbot.waitUntil(first.exists, timeout=120_000)
     widget.cancel()
     qtbot.waitUntil(lambda: widget.model.state == "cancelled", timeout=30_000)
+    qtbot.wait(600)  # a kill timer outliving its (deleted) process would raise in the event loop here
     assert session.last_error is None and widget.resume_button.isEnabled()
     done_before = sorted(p.relative_to(out) for p in (out / "results").rglob("*.json"))
     assert 1 <= len(done_before) < 9

@@ -154,8 +154,8 @@ class LabPanel(QWidget):
             return
         self.model.cancelling()
         self.process.terminate()
-        process = self.process
-        QTimer.singleShot(KILL_AFTER_MS, lambda: process.kill() if process.state() != QProcess.NotRunning else None)
+        # the process object is the timer's context: once it is deleted (it finished), the timer is dropped
+        QTimer.singleShot(KILL_AFTER_MS, self.process, self.process.kill)
 
     def shutdown(self) -> None:
         """The app quits: stop a running experiment (it resumes next time)."""
