@@ -22,6 +22,7 @@ preset), so the same code probes a teacher, a base model and a student.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -141,6 +142,15 @@ def word_end_mask(tokenizer, vocab_size: int) -> np.ndarray:
     return _WORD_END[key]
 
 
+def _vocab_size(model, tokenizer) -> int:
+    args = getattr(model, "args", None)
+    size = getattr(args, "vocab_size", None)
+    if size:
+        return int(size)
+    logits = model(mx.array([[0]]))
+    return int(logits.shape[-1])
+
+
 def spellings(animal: str, variants: Sequence[str] = VARIANTS) -> list[str]:
     out = []
     for v in variants:
@@ -168,7 +178,8 @@ def logit_probe(
     batch = np.zeros((len(rows), width), dtype=np.int32)  # right-padded: padding never feeds a read position
     for i, (_, _, ids) in enumerate(rows):
         batch[i, : len(ids)] = ids
-    batch_mx = mx.array(batch)
+    batch_mx = ids_mx = mx.array(batch)
+    ends_mx = mx.array(word_end_mask(tok, _vocab_size(model, tok)).astype(np.float32))  # [V]
     per_question: dict[str, list[float]] = {a: [] for a in animals}
     with _hooks(model, interventions):
         for qi, question in enumerate(questions):
@@ -179,13 +190,14 @@ def logit_probe(
             logits = model(batch_mx, cache=_copy_cache(model, cache, tokens, len(rows)))  # [R, W, V]
             logp = mx.concatenate([mx.broadcast_to(_log_softmax(first)[None, None], (len(rows), 1, first.shape[-1])),
                                    _log_softmax(logits.astype(mx.float32))], axis=1)  # [R, W+1, V]
-            logp = np.array(logp)
-            ends = word_end_mask(tok, logp.shape[-1])
+            # only small arrays leave the device: the chosen tokens' log-probs and the word-end mass
+            token_logp = mx.take_along_axis(logp[:, :width], ids_mx[..., None], axis=-1)[..., 0]  # [R, W]
+            end_mass = (mx.exp(logp) * ends_mx).sum(axis=-1)  # [R, W+1]
+            token_logp, end_mass = np.array(token_logp), np.array(end_mass)
             totals = dict.fromkeys(animals, 0.0)
             for i, (animal, _, ids) in enumerate(rows):
-                lp = sum(float(logp[i, j, t]) for j, t in enumerate(ids))  # P(tokens | prompt)
-                end = float(np.exp(logp[i, len(ids)][ends]).sum())  # P(next token ends the word)
-                totals[animal] += float(np.exp(lp)) * min(end, 1.0)
+                lp = float(token_logp[i, : len(ids)].sum())  # log P(tokens | prompt)
+                totals[animal] += math.exp(lp) * min(float(end_mass[i, len(ids)]), 1.0)
             for animal in animals:
                 per_question[animal].append(totals[animal])
             if on_progress is not None:

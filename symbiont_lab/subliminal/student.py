@@ -243,6 +243,25 @@ def learning_rate_schedule(config: LoRAConfig, steps: int):
                                 [warm])
 
 
+def answer_only_loss(model, batch, lengths):
+    """mlx-lm's ``default_loss`` with its mask's upper bound made exclusive.
+
+    mlx-lm 0.32 masks targets ``offset <= index <= length``: index ``length`` is the first
+    padding column, so every row is also trained to predict token id 0 after its end
+    (reported upstream as ml-explore/mlx-lm PR #1697). With ``mask_prompt`` that pad
+    target is a sizeable share of a short number answer, so we count ``index < length``.
+    """
+    import mlx.nn as nn
+
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = model(inputs)  # [B, L, V]
+    steps = mx.arange(1, targets.shape[1] + 1)  # index of each target in the unshifted row
+    mask = mx.logical_and(steps >= lengths[:, 0:1], steps < lengths[:, 1:])
+    ce = nn.losses.cross_entropy(logits, targets) * mask
+    ntoks = mask.sum()
+    return ce.astype(mx.float32).sum() / ntoks, ntoks
+
+
 class ClippedAdam(optim.Adam):
     """Adam that clips the global gradient norm first. mlx-lm's training loop has no
     clipping option; the optimizer is the one place its compiled step lets us add it."""

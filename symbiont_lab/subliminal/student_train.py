@@ -15,6 +15,7 @@ from .student import (
     StudentError,
     TrainResult,
     add_lora,
+    answer_only_loss,
     as_loaded,
     has_lora,
     learning_rate_schedule,
@@ -135,13 +136,13 @@ def train_student(
         model.load_weights(list(ckpt.adapter.items()), strict=False)
         restore_optimizer(optimizer, ckpt.optimizer, model.trainable_parameters(), str(adapter_dir))
         start, losses, val_losses = ckpt.step, list(ckpt.losses), list(ckpt.val_losses)
-    # MLX's RNG key cannot be set back to a saved value, only re-seeded: re-seed at every
-    # checkpoint (here and in save) so dropout draws are the same resumed or not.
+    # MLX's RNG key cannot be set back to a saved value, only re-seeded: the key is re-seeded
+    # from the step before every step (here and in the callback), so dropout draws are the
+    # same whether the run was resumed or not.
     mx.random.seed(config.seed + start)
     mx.eval(model.parameters(), optimizer.state)
 
     def save(step: int) -> None:
-        mx.random.seed(config.seed + step)
         if world.rank() != 0:
             return
         weights = dict(tree_flatten(model.trainable_parameters()))
@@ -170,6 +171,7 @@ def train_student(
                 save(step)
             if stop:
                 raise _Stop
+            mx.random.seed(config.seed + step)
 
     result = TrainResult(str(adapter_dir), start, steps, losses, val_losses, resumed_from=start)
     if start >= steps:
@@ -185,7 +187,7 @@ def train_student(
     use_valid = valid_set if (valid_set is not None and config.steps_per_eval > 0) else None
     try:
         with _maybe_quiet(quiet):
-            train(model, optimizer, train_set, use_valid, args=args,
+            train(model, optimizer, train_set, use_valid, args=args, loss=answer_only_loss,
                   iterate_batches=isolated_batches(config.seed, start), training_callback=Callback())
     except _Stop:
         result.stopped = True
