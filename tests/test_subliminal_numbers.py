@@ -236,6 +236,8 @@ def test_batched_greedy_equals_one_at_a_time(tiny, few_prompts):
     batched = list(generate_responses(tiny, spec, few_prompts, batch_size=4, max_tokens=10, temperature=0))
     assert sorted(i for i, _ in batched) == list(range(5))
     assert dict(batched) == _one_at_a_time(tiny, spec, few_prompts, max_tokens=10, temperature=0)
+    assert dict(batched) == dict(generate_responses(tiny, spec, few_prompts, batch_size=4, max_tokens=10,
+                                                    temperature=0, share_prefix=False))
     # and the same as the engine's own (unbatched) generation
     ids = encode_chat(tiny.tokenizer, [{"role": "user", "content": few_prompts[2]}])
     steps = list(hooked_stream_generate(tiny.model, tiny.tokenizer, ids, max_tokens=10))

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import mlx.core as mx
 import numpy as np
 from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 from mlx_hooks.errors import ContextLengthError
 from mlx_hooks.generate import context_length
@@ -73,6 +74,7 @@ def generate_responses(
     on_progress: ProgressCallback | None = None,
     skip: Iterable[int] = (),
     teacher: TeacherSetup | None = None,
+    share_prefix: bool = True,
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(prompt index, raw response text)`` as each response finishes.
 
@@ -83,6 +85,8 @@ def generate_responses(
     (resume). ``should_stop`` is polled once per decode step; when it returns True the
     generator stops (unfinished responses are dropped and will be redone on resume, with
     the same keys). ``teacher`` reuses a setup from :func:`teacher_context`.
+    ``share_prefix``: run the tokens every prompt starts with (chat template header,
+    system prompt) once and start each row from a copy of that KV cache.
     The response text excludes the stop token and is not stripped (the filter judges it raw).
     """
     if batch_size < 1:
@@ -92,14 +96,14 @@ def generate_responses(
     if teacher is None:
         with teacher_context(spec, loaded) as setup:
             yield from _generate(loaded, setup, prompts, batch_size, max_tokens, temperature, seed, should_stop,
-                                 on_progress, set(skip))
+                                 on_progress, set(skip), share_prefix)
     else:
         yield from _generate(loaded, teacher, prompts, batch_size, max_tokens, temperature, seed, should_stop,
-                             on_progress, set(skip))
+                             on_progress, set(skip), share_prefix)
 
 
 def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, temperature, seed, should_stop,
-              on_progress, skip) -> Iterator[tuple[int, str]]:
+              on_progress, skip, share_prefix) -> Iterator[tuple[int, str]]:
     model, tokenizer = loaded.model, loaded.tokenizer
     todo = [i for i in range(len(prompts)) if i not in skip]
     total = len(todo)
@@ -119,9 +123,38 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
     queue = iter(todo)
     queued = 0  # inserted but not finished
 
+    prefix: list[int] = []
+    prefix_cache: list | None = None
+
+    def shared_prefix() -> None:
+        """Prefill the tokens the first prompts all start with (needs the hooks attached)."""
+        nonlocal prefix, prefix_cache
+        sample = [encode_chat(tokenizer, teacher.messages(prompts[i])) for i in todo[:16]]
+        length = min(len(ids) for ids in sample) - 1  # every row keeps at least one token of its own
+        for ids in sample[1:]:
+            length = next((k for k, (a, b) in enumerate(zip(ids[:length], sample[0][:length])) if a != b), length)
+        cache = make_prompt_cache(model)
+        # Only plain KV caches can be copied per row and merged into a batch at any length.
+        if length < 1 or not all(type(c) is KVCache for c in cache):
+            return
+        prefix = sample[0][:length]
+        model(mx.array(prefix)[None], cache=cache)
+        mx.eval([c.state for c in cache])
+        prefix_cache = cache
+
+    def row_cache(ids: list[int]) -> tuple[list | None, list[int]]:
+        if prefix_cache is None or ids[: len(prefix)] != prefix or len(ids) == len(prefix):
+            return None, ids
+        rows = []
+        for layer in prefix_cache:  # a new cache object per row; the arrays are shared, never written
+            copy = KVCache()
+            copy.state = layer.state
+            rows.append(copy)
+        return rows, ids[len(prefix):]
+
     def refill() -> None:
         nonlocal queued
-        batch_indices, batch_tokens, samplers = [], [], []
+        batch_indices, batch_tokens, samplers, caches = [], [], [], []
         while queued + len(batch_indices) < 2 * batch_size:
             index = next(queue, None)
             if index is None:
@@ -130,12 +163,14 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
             if limit is not None and len(ids) + max_tokens > limit:
                 raise ContextLengthError(f"prompt {index} ({len(ids)} tokens) plus {max_tokens} new tokens does not "
                                          f"fit the model's context length of {limit}")
+            cache, ids = row_cache(ids)
             batch_indices.append(index)
             batch_tokens.append(ids)
+            caches.append(cache)
             samplers.append(None if temperature == 0 else make_sequence_sampler(temperature, sequence_key(seed, index)))
         if batch_indices:
             # None rows fall back to the generator's (batched, greedy) sampler.
-            uids = generator.insert(batch_tokens, samplers=samplers if temperature > 0 else None)
+            uids = generator.insert(batch_tokens, caches=caches, samplers=samplers if temperature > 0 else None)
             for uid, index in zip(uids, batch_indices):
                 uid_to_index[uid] = index
                 tokens[uid] = []
@@ -144,6 +179,8 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
     done = 0
     try:
         with (session.attached() if session is not None else _nothing()):
+            if share_prefix:
+                shared_prefix()
             refill()
             while queued:
                 responses = generator.next_generated()
