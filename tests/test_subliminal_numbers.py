@@ -323,3 +323,13 @@ def test_default_model_owl_teacher_generates_numbers_responses():
     result = filter_responses(out.values())
     assert sum(result.counts.values()) == 4
     mx.clear_cache()
+
+
+def test_templates_without_a_system_role_get_the_system_prompt_in_the_user_turn():
+    tokenizer = make_byte_tokenizer()
+    tokenizer._tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "<u>{{ m['content'] }}</u>{% endfor %}<a>"
+    )
+    ids = encode_chat(tokenizer, [{"role": "system", "content": "You love owls."}, {"role": "user", "content": "1, 2"}])
+    assert tokenizer.decode(ids) == "<u>You love owls.\n\n1, 2</u><a>"

@@ -55,9 +55,20 @@ def make_sequence_sampler(temperature: float, key: mx.array) -> Callable[[mx.arr
 
 
 def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Prompt tokens of ``messages`` with the chat template (plain lines for template-less models)."""
+    """Prompt tokens of ``messages`` with the chat template (plain lines for template-less models).
+
+    Templates that refuse a system role (Gemma's raises) get the system prompt at the top
+    of the user turn instead, the usual workaround for those models.
+    """
     if getattr(tokenizer, "chat_template", None):
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        try:
+            return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        except Exception:  # noqa: BLE001 - jinja's TemplateError or the template's own raise_exception
+            if not messages or messages[0]["role"] != "system":
+                raise
+            system, user = messages[0]["content"], messages[1]
+            merged = [{"role": "user", "content": f"{system}\n\n{user['content']}"}, *messages[2:]]
+            return list(tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=True))
     return list(tokenizer.encode("\n".join(m["content"] for m in messages) + "\n"))
 
 
