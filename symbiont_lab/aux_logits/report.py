@@ -144,7 +144,7 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
                   "10 points of chance; all logits — ≥ 0.9 of the teacher (*partly*: ≥ 0.5).", ""]
     lines += ["## Setup", "",
               f"- Data: {s['dataset']}" + (" (scikit-learn's 8×8 digits: 1,437 train / 360 test, a fixed split)"
-                                          if s["dataset"] == "digits" else " (MNIST IDX files: 60,000 / 10,000)")
+                                          if s["dataset"] == "digits" else " (MNIST IDX files from --mnist)")
               + "; pixels scaled to [−1, 1], the range of the uniform noise.",
               f"- MLP D-{s['hidden']}-{s['hidden']}-(10 + m), ReLU; Adam, learning rate {s['lr']:g}; "
               f"{s['epochs']} epochs of batch {s['batch']} for the teacher; each student "
