@@ -86,8 +86,8 @@ def test_meters_panel_bars_record_and_actions(qtbot, fake):
     assert [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())] == ["3", "7"]
     # Click a latent -> its record is asked for, then shown
     qtbot.mouseClick(panel.table.viewport(), Qt.LeftButton, pos=panel.table.visualItemRect(panel.table.item(1, 0)).center())
-    assert isinstance(engine.submitted[-1], GetLatentRecord) and engine.submitted[-1].latent == 7
-    session.handle_event(LatentRecord(engine.submitted[-1].request_id, 7, "label 7", True, 0.1, 5.0, 2.0,
+    assert isinstance(engine.live[-1], GetLatentRecord) and engine.live[-1].latent == 7  # live: answered mid-reply
+    session.handle_event(LatentRecord(engine.live[-1].request_id, 7, "label 7", True, 0.1, 5.0, 2.0,
                                       (ContextRow(4.5, "the quick ", "fox", " jumps"),), (("fox", 1.5),), ()))
     assert "fox" in panel.record.toPlainText() and "latent 7" in panel.record.toPlainText()
     # Watch, clamp and ablate are live requests for the selected latent

@@ -62,6 +62,8 @@ class SaeUnloaded(Event):
 
 @dataclass(frozen=True)
 class GetLatentRecord(Request):
+    """*Live*: the loaded SAE's feature record of one latent (a read of what is in memory)."""
+
     latent: int = 0
 
 

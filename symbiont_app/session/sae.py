@@ -103,7 +103,11 @@ class SaeModel(Observable):
         return self.session.submit(UnloadSae(self.session.new_id()))
 
     def request_record(self, latent: int) -> int:
-        return self.session.submit(GetLatentRecord(self.session.new_id(), int(latent)), channel="latent-record")
+        # Live: a read of the records already in memory, answered between generation steps
+        # rather than after the reply that is streaming.
+        request = GetLatentRecord(self.session.new_id(), int(latent))
+        self.session.post_live(request)
+        return request.request_id
 
     def train(self, **settings) -> int:
         """Submit a :class:`TrainSae` (same ``run_dir`` resumes); progress arrives as ``training``."""
