@@ -100,6 +100,9 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
     except Exception as exc:  # noqa: BLE001 - still save what the window shows
         _say(f"screenshots: {exc}")
         status = 1
+    for widget in window.panels.values():
+        if callable(getattr(widget, "flush", None)):
+            widget.flush()  # draw coalesced updates now
     app.processEvents()
     saved = [_save(window, out / "main_window.png"), _save(window.chat, out / "chat.png")]
     for name, dock in window.docks.items():

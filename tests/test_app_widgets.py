@@ -178,6 +178,7 @@ def test_temperature_slider_redraws_bars_and_hover_selects(qtbot, fake_window):
     fake_window.chat.entry.setText("hello")
     fake_window.chat.send()
     qtbot.waitUntil(lambda: not fake_window.session.active, timeout=10000)
+    qtbot.waitUntil(lambda: not panel.series_redraw.pending and not panel.distribution_redraw.pending, timeout=5000)
     heights = np.array(panel.bars.opts["height"])
     assert len(heights) == 12 and len(panel.entropy_curve.getData()[0]) == 12
     summary = panel.summary.text()
@@ -276,3 +277,17 @@ def test_real_engine_default_model_end_to_end(qtbot, config_dir):
     info = window.session.model_info
     assert info.n_layers == 30 and info.vocab_size == 49152
     window.close()
+
+
+def test_screenshots_command_saves_every_panel(qtbot, tiny_folder, tmp_path, config_dir):
+    from symbiont_app.screenshots import take_screenshots
+    from symbiont_app.widgets.panels import PANELS
+
+    out = tmp_path / "shots"
+    assert take_screenshots(out, str(tiny_folder), timeout=120, max_tokens=4) == 0
+    names = {p.stem for p in out.glob("*.png")}
+    assert names == {"main_window", "chat"} | {p.name for p in PANELS}
+    from PySide6.QtGui import QImage
+
+    image = QImage(str(out / "temperature.png"))
+    assert not image.isNull() and image.width() >= 600

@@ -44,11 +44,25 @@ class TemperatureView(Observable):
         super().__init__()
         self.conversation = conversation
         self.temp, self.top_p, self.min_p, self.bars = float(temp), float(top_p), float(min_p), bars
-        self.distribution: DistributionView | None = None
-        self.missing: str | None = None
-        """Why there is no distribution to show (nothing yet / position too old)."""
+        self._distribution: DistributionView | None = None
+        self._missing: str | None = None
+        self._dirty = True
         conversation.subscribe(self._on_conversation)
-        self.recompute()
+
+    @property
+    def distribution(self) -> DistributionView | None:
+        """The focused token's distribution at the view's settings (computed on first read after a change:
+        while tokens stream, only the redraws the window actually makes pay for it)."""
+        if self._dirty:
+            self._compute()
+        return self._distribution
+
+    @property
+    def missing(self) -> str | None:
+        """Why there is no distribution to show (nothing yet / position too old)."""
+        if self._dirty:
+            self._compute()
+        return self._missing
 
     def handle_event(self, event) -> None:  # driven by the conversation, not by events directly
         pass
@@ -73,26 +87,31 @@ class TemperatureView(Observable):
 
     # -- the distribution ----------------------------------------------------------------------------
     def recompute(self) -> None:
+        """Mark the distribution stale and tell the subscribers."""
+        self._dirty = True
+        self.notify("distribution")
+
+    def _compute(self) -> None:
+        self._dirty = False
         position = self.conversation.focus_position()
         record = self.conversation.token_at(position)
         logprobs = self.conversation.logprobs_at(position)
         if record is None:
-            self.distribution, self.missing = None, "no token yet"
+            self._distribution, self._missing = None, "no token yet"
         elif logprobs is None:
-            self.distribution = None
-            self.missing = (f"position {position}: its full distribution is no longer kept "
+            self._distribution = None
+            self._missing = (f"position {position}: its full distribution is no longer kept "
                             f"(only the last {self.conversation.keep_full} tokens')")
         else:
             sampled = sampling_logprobs(logprobs, self.temp, self.top_p, self.min_p)  # [V]
             alternatives = record.top_k[: self.bars]
             ids = np.array([a[0] for a in alternatives], dtype=np.int64)
-            self.distribution = DistributionView(
+            self._distribution = DistributionView(
                 position, tuple(a[2] for a in alternatives), np.exp(sampled[ids]),
                 np.exp(logprobs[ids].astype(np.float64)), max(float(entropy_bits(sampled)), 0.0),
                 int(np.isfinite(sampled).sum()),
             )
-            self.missing = None
-        self.notify("distribution")
+            self._missing = None
 
     def _on_conversation(self, what: str) -> None:
         if what in ("token", "reset", "turns"):

@@ -8,6 +8,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
+from .throttle import Coalescer
+
 
 class TemperaturePanel(QWidget):
     def __init__(self, session, parent=None):
@@ -18,10 +20,8 @@ class TemperaturePanel(QWidget):
         self.series_plot = pg.PlotWidget(title="per token: entropy (bits) and chosen-token probability")
         self.series_plot.addLegend(offset=(5, 5))
         self.series_plot.setLabel("bottom", "position")
-        self.entropy_curve = self.series_plot.plot([], [], pen=pg.mkPen("#d62728", width=2), name="entropy (bits)",
-                                                   symbol="o", symbolSize=4)
-        self.prob_curve = self.series_plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), name="p(chosen)",
-                                                symbol="o", symbolSize=4)
+        self.entropy_curve = self.series_plot.plot([], [], pen=pg.mkPen("#d62728", width=2), name="entropy (bits)")
+        self.prob_curve = self.series_plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), name="p(chosen)")
         self.selected_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.DashLine))
         self.series_plot.addItem(self.selected_line)
         self.bars_plot = pg.PlotWidget(title="next-token distribution at the chosen settings")
@@ -53,6 +53,9 @@ class TemperaturePanel(QWidget):
         layout = QHBoxLayout(self)
         layout.addWidget(self.series_plot, 1)
         layout.addLayout(right, 1)
+        # While tokens stream, redraw at most ~8 times a second (see widgets/throttle.py).
+        self.series_redraw = Coalescer(self._redraw_series, 120, self)
+        self.distribution_redraw = Coalescer(self._redraw_distribution, 120, self)
         self._unsubscribe = self.view.subscribe(self._on_view)
         self._update_labels()
         self._redraw_series()
@@ -61,6 +64,7 @@ class TemperaturePanel(QWidget):
     def _sliders_moved(self) -> None:
         self._update_labels()
         self.view.set_params(self.temp.value() / 100, self.top_p.value() / 100, self.min_p.value() / 100)
+        self.distribution_redraw.flush()  # the user moved a slider: redraw now, not on the next tick
 
     def _update_labels(self) -> None:
         self.temp_label.setText(f"{self.temp.value() / 100:.2f}" + (" (greedy)" if self.temp.value() == 0 else ""))
@@ -69,9 +73,14 @@ class TemperaturePanel(QWidget):
 
     def _on_view(self, what: str) -> None:
         if what == "series":
-            self._redraw_series()
+            self.series_redraw.request()
         elif what == "distribution":
-            self._redraw_distribution()
+            self.distribution_redraw.request()
+
+    def flush(self) -> None:
+        """Draw pending updates now (tests, screenshots)."""
+        self.series_redraw.flush()
+        self.distribution_redraw.flush()
 
     def _redraw_series(self) -> None:
         positions, entropy, prob = _with_gaps(*self.view.series())
