@@ -18,8 +18,8 @@ from .report import PUBLISHED_SWEEP, ROLE_TITLES
 
 
 def _save(widget, path: Path) -> Path:
-    """Render the widget as it is laid out (``grab``): ImageExporter's rescaling to another
-    height left the axis ticks of a plot with a bottom label a few points off its curves."""
+    """Render the widget as it is laid out (``grab``) at a fixed size: ImageExporter's rescaled
+    render drew the bottom axis label over the tick labels."""
     widget.resize(1000, 620)
     image = widget.grab()
     with atomic_path(path) as tmp:
