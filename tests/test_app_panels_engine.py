@@ -139,6 +139,17 @@ def test_meters_show_latents_and_watched_values(pump, tiny_sae_folder):
     assert record.contexts and record.promoted and sae.record is record
 
 
+def test_contrast_search_finds_latents_more_active_on_a(pump, tiny_sae_folder):
+    sae = _load_sae(pump, tiny_sae_folder)
+    rid = sae.contrast(["the cat sat on the mat"], ["1 2 3 4 5 6 7 8"], top_n=5)
+    assert isinstance(pump.finish(rid), Finished)
+    found = sae.contrast_results
+    assert 1 <= len(found) <= 5
+    differences = [d for _, _, _, d, _ in found]
+    assert differences == sorted(differences, reverse=True) and all(d > 0 for d in differences)
+    assert all(abs(a - b - d) < 1e-6 for _, a, b, d, _ in found)
+
+
 def test_clamp_changes_the_next_reply(pump, tiny_sae_folder):
     # The tiny random model's greedy path is too peaked for tokens to move: compare the logits
     # (the default-model test in test_app_panels_gui compares token ids).

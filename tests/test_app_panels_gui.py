@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt
 from mlx_hooks.generate import GenerationStep
 from mlx_hooks.sae.meters import LatentValue, MeterReading
 from symbiont_app.engine.panels_protocol import (
-    BuildVector, ClampLatent, ContextRow, GetLatentRecord, InterventionInfo, InterventionsChanged, LatentRecord,
+    BuildVector, ClampLatent, ContextRow, ContrastFound, GetLatentRecord, InterventionInfo, InterventionsChanged, LatentRecord,
     LensComputed, PatchingComputed, RemoveIntervention, SaeLoaded, SaeTrained, SetEnabled, SetPositions, SetValue,
     TrainSae, WatchedChanged, WatchLatents,
 )
@@ -166,6 +166,14 @@ def test_sae_panel_search_and_cancelled_training(qtbot, fake, tmp_path):
     assert panel.table.item(0, 0).text() == "12"
     panel.search.setText("31")
     assert [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())] == ["31"]
+    # Contrast search: prompts from both boxes go out; the answer fills the table
+    panel.texts_a.setPlainText("happy\nglad")
+    panel.texts_b.setPlainText("sad")
+    panel.contrast_button.click()
+    request = engine.submitted[-1]
+    assert request.texts_a == ("happy", "glad") and request.texts_b == ("sad",)
+    session.handle_event(ContrastFound(request.request_id, ((4, 0.5, 0.1, 0.4, "label 4"),)))
+    assert panel.table.rowCount() == 1 and panel.table.item(0, 2).text() == "+0.4000"
     # Training: progress and metrics stream in; a cancel drops whatever result was still in flight
     panel.out.setText(str(tmp_path / "new-sae"))
     panel.train_button.click()

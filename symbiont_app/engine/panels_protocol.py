@@ -92,6 +92,21 @@ class LatentRecord(Event):
 
 
 @dataclass(frozen=True)
+class ContrastSearch(Request):
+    """Latents whose mean activation differs most between two prompt sets (``mlx_hooks.sae.search``)."""
+
+    texts_a: tuple[str, ...] = ()
+    texts_b: tuple[str, ...] = ()
+    top_n: int = 20
+
+
+@dataclass(frozen=True)
+class ContrastFound(Event):
+    latents: tuple[tuple[int, float, float, float, str], ...] = ()
+    """``(latent, mean on A, mean on B, difference, label)``, largest difference first."""
+
+
+@dataclass(frozen=True)
 class WatchLatents(Request):
     """*Live*: add (``watch=True``) or remove latents from the meter's watched list."""
 

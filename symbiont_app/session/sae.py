@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.panels_protocol import (
-    GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae,
+    ContrastFound, ContrastSearch, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae,
 )
 from ..engine.protocol import Failed, Finished, ModelLoaded, Progress
 from .observable import Observable
@@ -50,6 +50,8 @@ class SaeModel(Observable):
         self.train_progress: tuple[float, float, str] = (0.0, 0.0, "")
         self.train_metrics: dict[str, list[float]] = {"step": [], **{m: [] for m in METRICS}}
         self.train_result: SaeTrained | None = None
+        self.contrast_results: tuple = ()
+        """``(latent, mean A, mean B, difference, label)`` of the last contrast search."""
 
     @classmethod
     def of(cls, session) -> "SaeModel":
@@ -102,6 +104,11 @@ class SaeModel(Observable):
     def unload(self) -> int:
         return self.session.submit(UnloadSae(self.session.new_id()))
 
+    def contrast(self, texts_a, texts_b, top_n: int = 20) -> int:
+        """Ask for the latents more active on prompts A than on B (answer: ``contrast``)."""
+        request = ContrastSearch(self.session.new_id(), tuple(texts_a), tuple(texts_b), top_n)
+        return self.session.submit(request, channel="sae-contrast")
+
     def request_record(self, latent: int) -> int:
         # Live: a read of the records already in memory, answered between generation steps
         # rather than after the reply that is streaming.
@@ -140,6 +147,9 @@ class SaeModel(Observable):
                 self.status = "no SAE loaded"
                 self.notify("sae")
                 self.notify("status")
+        elif isinstance(event, ContrastFound):
+            self.contrast_results = event.latents
+            self.notify("contrast")
         elif isinstance(event, LatentRecord):
             self.record = event
             self.notify("record")

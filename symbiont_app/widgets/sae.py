@@ -7,7 +7,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout,
+    QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout,
     QWidget,
 )
 
@@ -73,11 +73,23 @@ class SaePanel(QWidget):
         search_row = QHBoxLayout()
         search_row.addWidget(self.search, 1)
         search_row.addWidget(self.by_frequency)
+        # Contrast search: latents more active on prompts A than on prompts B.
+        self.texts_a = QPlainTextEdit(placeholderText="prompts A, one per line")
+        self.texts_b = QPlainTextEdit(placeholderText="prompts B, one per line")
+        for box in (self.texts_a, self.texts_b):
+            box.setMaximumHeight(70)
+        self.contrast_button = QPushButton("Latents more\nactive on A")
+        self.contrast_button.clicked.connect(self._contrast)
+        contrast_row = QHBoxLayout()
+        contrast_row.addWidget(self.texts_a, 1)
+        contrast_row.addWidget(self.texts_b, 1)
+        contrast_row.addWidget(self.contrast_button)
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.addLayout(row)
         layout.addWidget(self.summary)
         layout.addLayout(search_row)
+        layout.addLayout(contrast_row)
         layout.addWidget(self.table, 2)
         layout.addWidget(self.record, 1)
         return page
@@ -106,12 +118,29 @@ class SaePanel(QWidget):
         if self.model.info is None:
             self.table.setRowCount(0)
             return
+        self.table.setHorizontalHeaderLabels(["latent", "label", "frequency / score"])
         text = text.strip()
         rows = self.model.search(text, 200) if text else self.model.browse(0, 200, self.by_frequency.isChecked())
         self.table.setRowCount(len(rows))
         for i, (latent, label, number) in enumerate(rows):
             shown = f"{number:.3%}" if not text else f"{number:.0f}"
             for col, value in enumerate((str(latent), label, shown)):
+                self.table.setItem(i, col, QTableWidgetItem(value))
+
+    def _contrast(self) -> None:
+        a = [t for t in self.texts_a.toPlainText().splitlines() if t.strip()]
+        b = [t for t in self.texts_b.toPlainText().splitlines() if t.strip()]
+        if not a or not b or self.model.info is None:
+            self.session.error("load an SAE and write at least one prompt A and one prompt B (one per line)")
+            return
+        self.model.contrast(a, b)
+
+    def _show_contrast(self) -> None:
+        rows = self.model.contrast_results
+        self.table.setHorizontalHeaderLabels(["latent", "label", "mean A − mean B"])
+        self.table.setRowCount(len(rows))
+        for i, (latent, _mean_a, _mean_b, difference, label) in enumerate(rows):
+            for col, value in enumerate((str(latent), label, f"{difference:+.4f}")):
                 self.table.setItem(i, col, QTableWidgetItem(value))
 
     def _row_clicked(self, row: int, _column: int) -> None:
@@ -188,6 +217,8 @@ class SaePanel(QWidget):
             self._show_available()
         elif what == "record":
             self._on_meters("selected")
+        elif what == "contrast":
+            self._show_contrast()
         elif what == "training":
             self._on_training()
         elif what == "status":

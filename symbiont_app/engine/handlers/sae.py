@@ -14,7 +14,7 @@ from mlx_hooks.errors import SymbiontError
 
 from ..panel_state import panel_state
 from ..panels_protocol import (
-    ContextRow, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae, WatchedChanged,
+    ContrastFound, ContrastSearch, ContextRow, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae, WatchedChanged,
     WatchLatents,
 )
 from ..registry import HandlerContext, handles
@@ -131,6 +131,23 @@ def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerCont
         max_activation=r.max_activation, mean_activation=r.mean_activation, contexts=contexts,
         promoted=tuple((t.text, t.logit) for t in r.promoted), suppressed=tuple((t.text, t.logit) for t in r.suppressed),
     ))
+
+
+@handles(ContrastSearch)
+def contrast(state: EngineState, request: ContrastSearch, ctx: HandlerContext) -> None:
+    from mlx_hooks.sae.search import contrast_latents
+
+    if state.sae is None or state.loaded is None:
+        raise SymbiontError("load a model and an SAE first")
+    texts_a = [t for t in request.texts_a if t.strip()]
+    texts_b = [t for t in request.texts_b if t.strip()]
+    if not texts_a or not texts_b:
+        raise SymbiontError("give at least one prompt on each side (one per line)")
+    ctx.progress(0, 1, f"running {len(texts_a) + len(texts_b)} prompts through the SAE")
+    found = contrast_latents(state.sae, state.loaded.model, state.loaded.tokenizer, texts_a, texts_b,
+                             top_n=request.top_n, direction="a")
+    ctx.emit(ContrastFound(request.request_id, tuple((c.index, c.mean_a, c.mean_b, c.difference, c.label)
+                                                     for c in found)))
 
 
 def _one_line(text: str) -> str:
