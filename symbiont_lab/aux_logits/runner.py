@@ -34,7 +34,8 @@ from .experiments import ROLES, AuxConfig, UnitProgress, run_unit, unit_steps
 
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_SEEDS = 5
-"""Seeds per stacked model: MLX's CPU time per step grows less than linearly up to here."""
+"""Seeds per stacked model. ``benchmarks/aux_logits_seeds.py``: 5 seeds stacked ran 1.71x faster
+than one at a time (2 shared CPU cores, OpenBLAS), with the same accuracies."""
 
 
 class AuxRunError(AuxDataError):
