@@ -230,17 +230,37 @@ def test_cli_help_and_errors(tmp_path, capsys):
 
 @pytest.mark.integration
 @pytest.mark.skipif(not default_model_available(), reason="default model not installed")
-def test_ci_config_on_the_default_model(tmp_path):
-    """The shipped small configuration on SmolLM2-135M: every stage, real properties."""
-    config = load_config(example_configs()["ci_small"])
+def test_small_run_on_the_default_model(tmp_path):
+    """``ci_small.toml`` cut to test size on SmolLM2-135M: every stage, real properties, kill and resume.
+
+    (The shipped ci_small itself — 200 prompts — is what `symbiont lab run` measures for the README.)"""
+    import tomllib
+
+    data = tomllib.loads(example_configs()["ci_small"].read_text())
+    data["numbers"].update(prompt_count=32, dataset_size=30, batch_size=4, max_tokens=28)
+    data["lora"].update(iters=6, batch_size=4, learning_rate=1e-3, warmup_steps=1, steps_per_checkpoint=3)
+    data["probes"].update(max_questions=4, samples_per_question=4, batch_size=16)
+    data["mechanism"] = {"max_prompts": 4}
+    data["variations"] = {"probes": ["logit"], "noise": {"kinds": ["shuffle"]}}
+    config = parse_config(data, example_configs()["ci_small"])
     out = tmp_path / "ci"
     responses = out / "teachers" / "trait" / "responses.jsonl"
-    with pytest.raises(RunCancelled):
-        run_subliminal(config, out, should_stop=lambda: _lines(responses) >= 64, plots=False)
-    first = responses.read_bytes()
+    with pytest.raises(RunCancelled):  # killed inside the second of two 16-prompt chunks
+        run_subliminal(config, out, should_stop=lambda: _lines(responses) >= 1, plots=False)
+    first = read_responses_file(responses)
+    assert len(first) == 16
     metrics = run_subliminal(config, out)
-    assert responses.read_bytes().startswith(first)  # what was generated before the kill was kept
+    assert {i: t for i, t in read_responses_file(responses).items() if i in first} == first  # kept, not redone
     _check_run(out, metrics)
     # the default model's teachers write real numbers: the filter keeps some and rejects some
     trait = metrics["teachers"]["trait"]
     assert 0 < trait["counts"]["kept"] < trait["total"]
+    # the logit probe on a real model: owl gets a small, positive probability, the animals' sum stays <= 1
+    base = metrics["main_probes"]["logit:favourite"]["base"]
+    assert 0 < base["mean"] < 1
+
+
+def read_responses_file(path: Path) -> dict:
+    from symbiont_lab.subliminal.run_stages import read_responses
+
+    return read_responses(path)

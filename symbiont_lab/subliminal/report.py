@@ -231,18 +231,19 @@ def render_summary(metrics: dict) -> str:
             lines.append(f"| {name} | {ds.get('train', '—')} | {s.get('steps', '—')} | {loss} |")
         lines.append("")
     variations = metrics.get("variations") or {}
+    rows_out = []
     if variations:
-        lines += ["## Variations", "", "| variation | student | probe | score [95% CI] | − control |",
-                  "|---|---|---|---|---|"]
         for group, rows in variations.items():
             for r in rows:
                 label = {"fraction": lambda: f"{r['fraction']:.0%} of the data",
                          "noise": lambda: f"noise: {r['noise']}",
                          "blend": lambda: f"love {r['love_fraction']:.0%} / fear {1 - r['love_fraction']:.0%}"}[group]()
                 for job, cell in (r.get("scores") or {}).items():
-                    lines.append(f"| {label} | {r['trained_as']} | {job} | {_fmt(cell)} | "
-                                 f"{_fmt_diff((r.get('vs_control') or {}).get(job))} |")
-        lines.append("")
+                    rows_out.append(f"| {label} | {r['trained_as']} | {job} | {_fmt(cell)} | "
+                                    f"{_fmt_diff((r.get('vs_control') or {}).get(job))} |")
+    if rows_out:
+        lines += ["## Variations", "", "| variation | student | probe | score [95% CI] | − control |",
+                  "|---|---|---|---|---|", *rows_out, ""]
     mech = metrics.get("mechanism")
     if mech and mech.get("students"):
         lines += ["## Mechanism: cos(student − base, trait teacher − plain teacher) per layer", ""]

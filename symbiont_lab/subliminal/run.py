@@ -212,8 +212,8 @@ class SubliminalRun:
         interrupted = True
         try:
             with self.stop:
-                stages.check_memory(self)
                 stages.make_prompts(self)
+                stages.check_memory(self)
                 for teacher in self.plan.teachers:
                     stages.generate(self, teacher)
                     stages.filter_teacher(self, teacher)

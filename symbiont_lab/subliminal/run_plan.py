@@ -71,6 +71,8 @@ class Plan:
     """Probe jobs by target (``base`` or a trained student's name)."""
     variation_jobs: dict[str, list[ProbeJob]] = field(default_factory=dict)
     """The probe jobs a variation student is reported with, by student name."""
+    mechanism: bool = True
+    """Whether the run ends with the mechanism view."""
 
     def student(self, name: str) -> StudentPlan:
         return next(s for s in self.students if s.name == name)
@@ -82,13 +84,13 @@ class Plan:
         return list(self.probes)
 
     def stage_names(self) -> list[str]:
-        names = ["prompts"]
+        names = ["prompts", "memory"]
         for t in self.teachers:
             names += [f"generate_{t.name}", f"filter_{t.name}"]
         names += [f"dataset_{s.name}" for s in self.trained()]
         names += [f"train_{s.name}" for s in self.trained()]
         names += [f"probe_{target}" for target in self.probes]
-        return names
+        return names + (["mechanism"] if self.mechanism else [])
 
 
 def _pct(value: float) -> str:
@@ -151,7 +153,7 @@ def make_plan(config: RunConfig) -> Plan:
             continue
         variation_jobs[s.name] = variation_main + (blend_jobs if s.group == "blend" else [])
         add(s.trained_name, variation_jobs[s.name])
-    return Plan(teachers, students, probes, variation_jobs)
+    return Plan(teachers, students, probes, variation_jobs, config.mechanism.enabled)
 
 
 __all__ = ["Plan", "ProbeJob", "StudentPlan", "TeacherPlan", "make_plan"]

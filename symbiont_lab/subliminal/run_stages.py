@@ -60,9 +60,14 @@ def check_memory(run) -> dict:
 
     from .student_memory import estimate_lora_memory
 
+    from .numbers import encode_chat
+
     config = run.config
     base = run.base()  # load_model checked the inference estimate before reading weights
-    lora = estimate_lora_memory(base.model, config.lora, config.lora.max_seq_length)
+    # training sequences are a student prompt (no system prompt) plus one response
+    longest = max(len(encode_chat(base.tokenizer, [{"role": "user", "content": p}])) for p in prompts_of(run)[:500])
+    seq_len = min(config.lora.max_seq_length, longest + config.numbers.max_tokens + 2)
+    lora = estimate_lora_memory(base.model, config.lora, seq_len)
     gib = 2**30
     result = {"inference": base.estimate.describe(), "inference_gib": round(base.estimate.total_bytes / gib, 3),
               "training": lora.describe(), "training_gib": round(lora.total_bytes / gib, 3),
