@@ -264,3 +264,15 @@ def read_responses_file(path: Path) -> dict:
     from symbiont_lab.subliminal.run_stages import read_responses
 
     return read_responses(path)
+
+
+def test_memory_estimate_without_loading(number_model, tmp_path, capsys):
+    from symbiont_app.cli import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(f'[model]\nspec = "{number_model}"\ndtype = "float32"\n[trait]\nkind = "system_prompt"\n'
+                    '[lora]\nbatch_size = 4\n')
+    assert main(["lab", "run", str(path), "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "LoRA training" in out and "batch 4 ×" in out and "fits" in out
+    assert not (tmp_path / "out").exists()

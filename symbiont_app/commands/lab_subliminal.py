@@ -58,6 +58,14 @@ def cmd_run(args) -> int:
         from symbiont_lab.subliminal.run import RunCancelled, default_out, run_subliminal
 
         config = load_config(path)
+        if args.estimate:
+            from symbiont_lab.subliminal.run_stages import estimate_without_loading
+
+            est = estimate_without_loading(config)
+            print(f"{est['model']} ({est['parameters'] / 1e9:.2f}B parameters, {est['runtime_dtype']})\n"
+                  f"  generation and probes: {est['inference']}\n  LoRA training: {est['training']}\n"
+                  f"  budget: {est['budget_gib']} GiB -> {'fits' if est['fits'] else 'does NOT fit'}")
+            return 0 if est["fits"] else 1
         out = Path(args.out) if args.out else default_out(config)
         try:
             run_subliminal(config, out, say=say, plots=not args.no_plots)
@@ -96,6 +104,9 @@ def register(subparsers) -> None:
     run.add_argument("config", nargs="?", help="the run configuration (.toml); see --list-configs")
     run.add_argument("--out", default=None, help="run folder (default: out/lab/subliminal/<name>)")
     run.add_argument("--list-configs", action="store_true", help="list the example configurations and exit")
+    run.add_argument("--estimate", action="store_true",
+                     help="print the memory estimate (generation, LoRA training) from the model's headers and exit "
+                          "(status 1 when over the budget); nothing is loaded")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     run.set_defaults(func=cmd_run)

@@ -78,6 +78,45 @@ def check_memory(run) -> dict:
     return run.folder.finish("memory", result)
 
 
+def estimate_without_loading(config, seq_len: int | None = None) -> dict:
+    """Inference and LoRA-training memory from the model's config and weight headers only (no weights
+    read): what ``symbiont lab run --estimate`` prints before committing a Mac to a 7B–32B run."""
+    from mlx_hooks.loader import choose_runtime_dtype, folder_for, model_shape, read_config, resolve_source
+    from mlx_hooks.memory import estimate_memory
+
+    from .student_memory import estimate_from_dims
+
+    folder = folder_for(resolve_source(config.model.spec))
+    model_config = read_config(folder)
+    shape = model_shape(folder, model_config)
+    dtype = choose_runtime_dtype(config.model.dtype, shape)
+    inference = estimate_memory(shape, dtype, max(config.lora.max_seq_length, 1024))
+    text = model_config.get("text_config", model_config)
+    d, layers = shape.d_model, shape.n_layers
+    heads = int(text.get("num_attention_heads", 1))
+    inter = int(text.get("intermediate_size", 4 * d))
+    q, kv = heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    dims = {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
+            "self_attn.o_proj": (q, d), "mlp.gate_proj": (d, inter), "mlp.up_proj": (d, inter),
+            "mlp.down_proj": (inter, d)}
+    keys = config.lora.keys or tuple(dims)
+    # a number prompt in a chat template is ~100-200 tokens; the answer at most max_tokens
+    seq_len = seq_len or min(config.lora.max_seq_length, 200 + config.numbers.max_tokens)
+    compute = 4 if dtype in ("float32",) or (dtype == "stored" and shape.stored_dtype == "float32") else 2
+    training = estimate_from_dims(
+        base_bytes=inference.weights_bytes, n_layers=layers, d_model=d, intermediate=inter,
+        vocab=int(text.get("vocab_size", 32000)), projections=[dims[k] for k in keys if k in dims],
+        rank=config.lora.rank, batch_size=config.lora.batch_size, seq_len=seq_len, compute_bytes=compute,
+        adapted_layers=layers if config.lora.num_layers <= 0 else min(config.lora.num_layers, layers))
+    gib = 2**30
+    budget = budget_bytes(config)
+    return {"model": config.model.spec, "runtime_dtype": dtype, "parameters": shape.n_params,
+            "inference": inference.describe(), "inference_gib": round(inference.total_bytes / gib, 3),
+            "training": training.describe(), "training_gib": round(training.total_bytes / gib, 3),
+            "budget_gib": None if budget is None else round(budget / gib, 2),
+            "fits": budget is None or max(inference.total_bytes, training.total_bytes) <= budget}
+
+
 # -- prompts ----------------------------------------------------------------------------------------
 def prompts_of(run) -> list[str]:
     from .run import read_json
