@@ -174,10 +174,18 @@ def logit_probe(
     """Exact probability that the answer's first word is each animal, per question (see module doc)."""
     model, tok = loaded.model, loaded.tokenizer
     rows = [(a, s, list(tok.encode(s, add_special_tokens=False))) for a in animals for s in spellings(a, variants)]
-    width = max(len(ids) for _, _, ids in rows)
-    batch = np.zeros((len(rows), width), dtype=np.int32)  # right-padded: padding never feeds a read position
-    for i, (_, _, ids) in enumerate(rows):
-        batch[i, : len(ids)] = ids
+    # one batch row per token sequence that is not a prefix of another ("owl" rides along
+    # with "owl"+"s"): a row's logits at every position serve all its prefixes
+    seqs = sorted({tuple(ids) for _, _, ids in rows}, key=len, reverse=True)
+    unique: list[tuple[int, ...]] = []
+    for seq in seqs:
+        if not any(u[: len(seq)] == seq for u in unique):
+            unique.append(seq)
+    row_of = [next(j for j, u in enumerate(unique) if u[: len(ids)] == tuple(ids)) for _, _, ids in rows]
+    width = max(len(u) for u in unique)
+    batch = np.zeros((len(unique), width), dtype=np.int32)  # right-padded: padding never feeds a read position
+    for j, seq in enumerate(unique):
+        batch[j, : len(seq)] = seq
     batch_mx = ids_mx = mx.array(batch)
     ends_mx = mx.array(word_end_mask(tok, _vocab_size(model, tok)).astype(np.float32))  # [V]
     per_question: dict[str, list[float]] = {a: [] for a in animals}
@@ -187,17 +195,17 @@ def logit_probe(
                 break
             tokens = prompt_tokens(tok, question, system_prompt)
             first, cache = _prefill(model, tokens)
-            logits = model(batch_mx, cache=_copy_cache(model, cache, tokens, len(rows)))  # [R, W, V]
-            logp = mx.concatenate([mx.broadcast_to(_log_softmax(first)[None, None], (len(rows), 1, first.shape[-1])),
+            logits = model(batch_mx, cache=_copy_cache(model, cache, tokens, len(unique)))  # [R, W, V]
+            logp = mx.concatenate([mx.broadcast_to(_log_softmax(first)[None, None], (len(unique), 1, first.shape[-1])),
                                    _log_softmax(logits.astype(mx.float32))], axis=1)  # [R, W+1, V]
             # only small arrays leave the device: the chosen tokens' log-probs and the word-end mass
             token_logp = mx.take_along_axis(logp[:, :width], ids_mx[..., None], axis=-1)[..., 0]  # [R, W]
             end_mass = (mx.exp(logp) * ends_mx).sum(axis=-1)  # [R, W+1]
             token_logp, end_mass = np.array(token_logp), np.array(end_mass)
             totals = dict.fromkeys(animals, 0.0)
-            for i, (animal, _, ids) in enumerate(rows):
-                lp = float(token_logp[i, : len(ids)].sum())  # log P(tokens | prompt)
-                totals[animal] += math.exp(lp) * min(float(end_mass[i, len(ids)]), 1.0)
+            for (animal, _, ids), j in zip(rows, row_of):
+                lp = float(token_logp[j, : len(ids)].sum())  # log P(tokens | prompt)
+                totals[animal] += math.exp(lp) * min(float(end_mass[j, len(ids)]), 1.0)
             for animal in animals:
                 per_question[animal].append(totals[animal])
             if on_progress is not None:

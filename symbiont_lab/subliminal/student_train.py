@@ -94,7 +94,7 @@ def train_student(
     :func:`strip_lora` or load a fresh base to get the base back). Resumes from
     ``adapter_dir/checkpoint.safetensors`` when present (same config and data required);
     a finished run returns at once. ``on_report(step, loss, lr, **info)`` is called after
-    every optimizer step (info: ``total_steps``, ``tokens_per_second``, ``val_loss`` when
+    every optimizer step (info: ``total_steps``, ``tokens_per_second``, ``peak_memory_gb``, ``val_loss`` when
     one was measured). ``should_stop()`` is polled after every step: when it returns True
     a checkpoint is written and the call returns with ``stopped=True``.
     ``memory_budget_bytes``: -1 default budget, None no check.
@@ -165,7 +165,8 @@ def train_student(
             losses.append((step, float(info["train_loss"])))
             if on_report is not None:
                 on_report(step, float(info["train_loss"]), float(info["learning_rate"]), total_steps=steps,
-                          tokens_per_second=float(info["tokens_per_second"]), val_loss=self.last_val)
+                          tokens_per_second=float(info["tokens_per_second"]), val_loss=self.last_val,
+                          peak_memory_gb=float(info.get("peak_memory", 0.0)))
             stop = step < steps and should_stop is not None and bool(should_stop())
             if stop or step % config.steps_per_checkpoint == 0 or step == steps:
                 save(step)
