@@ -194,6 +194,22 @@ def test_steering_slider_changes_next_token_logits(pump):
     np.testing.assert_allclose(pump.send("hi", max_tokens=1)[0].logprobs, baseline, atol=1e-5)
 
 
+def test_slider_move_during_a_reply_acts_on_its_next_tokens(pump):
+    steering = SteeringModel.of(pump.session)
+    pump.finish(steering.build("toy", positive=["I love this"], negative=["I hate this"], layer=1, coefficient=0.0))
+    reference = pump.send("go", max_tokens=60)
+    pump.reset()
+    rid = pump.session.conversation.send("go", GREEDY, 60, None)
+    first = pump.until(lambda e: isinstance(e, TokenStep) and e.request_id == rid)
+    steering.set_value("toy", 3.0)  # while the reply streams
+    pump.finish(rid)
+    steps = [first] + [e for e in pump.seen if isinstance(e, TokenStep) and e.request_id == rid][1:]
+    moved = [not np.allclose(a.logprobs, b.logprobs, atol=1e-5) for a, b in zip(steps, reference)]
+    assert not moved[0] and moved[-1]  # unchanged before the move, steered after it, in the same reply
+    changed_at = moved.index(True)
+    assert all(moved[changed_at:])
+
+
 def test_preset_round_trip_and_refusal(pump, tiny_sae_folder, tmp_path):
     _load_sae(pump, tiny_sae_folder)
     steering, meters = SteeringModel.of(pump.session), MetersModel.of(pump.session)

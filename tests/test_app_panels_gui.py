@@ -339,4 +339,23 @@ def test_end_to_end_default_model_with_shipped_sae(qtbot, tmp_path, monkeypatch)
     steering.model.import_preset(str(tmp_path / "clamp.symbiont-preset"))
     _idle(qtbot, window)
     assert steering.model.items == items and "exact match" in steering.status.text()
+    # A steering vector from two prompt lists; its slider moves the next token's logits
+    steering.rows[items[0].name].enabled.setChecked(False)  # the clamp off: only the vector acts
+    steering.positive.setPlainText("I am so happy today!")
+    steering.negative.setPlainText("I am so sad today.")
+    steering.layer.setValue(15)
+    steering.coefficient.setValue(0.0)
+    steering.build()
+    _idle(qtbot, window)
+    window.chat.reset()
+    _idle(qtbot, window)
+    first = _reply(qtbot, window, "Today I feel", 1)[0]
+    before = session.conversation.logprobs_at(first.position)
+    row = steering.rows["steering"]
+    row.slider.setValue(row._ticks(0.3))
+    qtbot.waitUntil(lambda: abs(steering.model.item("steering").value - 0.3) < 0.01, timeout=30000)
+    window.chat.reset()
+    _idle(qtbot, window)
+    second = _reply(qtbot, window, "Today I feel", 1)[0]
+    assert np.abs(session.conversation.logprobs_at(second.position) - before).max() > 0.1
     window.close()
