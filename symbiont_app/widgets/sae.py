@@ -45,15 +45,17 @@ class SaePanel(QWidget):
         self.available.setMinimumContentsLength(28)
         self.refresh_button = QPushButton("↻")
         self.open_button = QPushButton("Folder…")
+        self.file_button = QPushButton("File…")
         self.load_button = QPushButton("Load")
         self.unload_button = QPushButton("Unload")
         self.refresh_button.clicked.connect(lambda: (self.model.refresh_available(), self._show_available()))
         self.open_button.clicked.connect(self._open_folder)
+        self.file_button.clicked.connect(self._open_file)
         self.load_button.clicked.connect(lambda: self.load(self.available.currentText().strip()))
         self.unload_button.clicked.connect(self.model.unload)
         row = QHBoxLayout()
-        for w in (QLabel("SAE"), self.available, self.refresh_button, self.open_button, self.load_button,
-                  self.unload_button):
+        for w in (QLabel("SAE"), self.available, self.refresh_button, self.open_button, self.file_button,
+                  self.load_button, self.unload_button):
             row.addWidget(w)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
@@ -106,6 +108,13 @@ class SaePanel(QWidget):
         if folder:
             self.available.setEditText(folder)
             self.load(folder)
+
+    def _open_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SAE file (Gemma Scope params.npz, safetensors)", "",
+                                              "SAE weights (*.npz *.safetensors);;All files (*)")
+        if path:
+            self.available.setEditText(path)
+            self.load(path)
 
     def _show_available(self) -> None:
         current = self.available.currentText()
