@@ -217,6 +217,9 @@ def test_settings_persist_between_runs(qtbot, config_dir):
     window = build_window("fake-a", worker_factory=FakeEngine, panels=[])
     qtbot.addWidget(window)
     qtbot.waitUntil(lambda: window.session.model_info is not None, timeout=10000)
+    # recent models are written soon after a load, before the window closes
+    qtbot.waitUntil(lambda: (config_dir / "settings.json").is_file(), timeout=5000)
+    assert json.loads((config_dir / "settings.json").read_text())["recent_models"] == ["fake-a"]
     window.chat.temp.setValue(1.25)
     window.chat.system_prompt.setText("be brief")
     window.resize(700, 500)  # inside the offscreen platform's 800x600 screen (restoreGeometry clamps to it)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
 from .bridge import EngineBridge
 from .chat import ChatPanel
 from .panels import PANELS
+from .throttle import Coalescer
 
 AREAS = {"right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
 
@@ -78,7 +79,10 @@ class MainWindow(QMainWindow):
             self._add_panel(spec)
         self.resize(1280, 860)
         self._restore_layout()
-        self._unsubscribe = [self.session.models.subscribe(self._on_models), self.session.subscribe(self._on_session)]
+        # Recent models/files are written soon after they change, not only at exit (a crash keeps them).
+        self._save_soon = Coalescer(self.save_settings, 1000, self)
+        self._unsubscribe = [self.session.models.subscribe(self._on_models), self.session.subscribe(self._on_session),
+                             self.settings.subscribe(self._save_soon.request)]
         if self.settings.problem:
             self.session.error(self.settings.problem)
         self.bridge.start()
@@ -135,6 +139,7 @@ class MainWindow(QMainWindow):
             self.session.error(f"{self.settings.path}: settings could not be saved ({exc})")
 
     def shutdown(self) -> None:
+        self._save_soon.flush()
         self.save_settings()
         self.chat.stop()
         self.bridge.stop(timeout=10)
