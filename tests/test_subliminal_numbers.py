@@ -333,3 +333,26 @@ def test_templates_without_a_system_role_get_the_system_prompt_in_the_user_turn(
     )
     ids = encode_chat(tokenizer, [{"role": "system", "content": "You love owls."}, {"role": "user", "content": "1, 2"}])
     assert tokenizer.decode(ids) == "<u>You love owls.\n\n1, 2</u><a>"
+
+
+def test_the_shared_prefix_is_prefilled_once_and_rows_start_after_it(tiny, few_prompts, monkeypatch):
+    from symbiont_lab.subliminal import numbers
+
+    inserted = []
+
+    class Recording(numbers.BatchGenerator):
+        def insert(self, prompts, max_tokens=None, caches=None, **kwargs):
+            inserted.extend(zip(prompts, caches or [None] * len(prompts)))
+            return super().insert(prompts, max_tokens, caches, **kwargs)
+
+    monkeypatch.setattr(numbers, "BatchGenerator", Recording)
+    owl = TraitSpec("system_prompt", animal="owl")
+    with teacher_context(owl, tiny) as teacher:
+        full = [encode_chat(tiny.tokenizer, teacher.messages(p)) for p in few_prompts]
+    shared = dict(generate_responses(tiny, owl, few_prompts, max_tokens=6, temperature=0))
+    header = len(tiny.tokenizer.encode("<|im_start|>system\n" + teacher.system_prompt + "<|im_end|>\n<|im_start|>user\n"))
+    assert [len(ids) for ids, _ in inserted] == [len(f) - header for f in full]
+    assert all(cache is not None and cache[0].offset == header for _, cache in inserted)
+    inserted.clear()
+    assert dict(generate_responses(tiny, owl, few_prompts, max_tokens=6, temperature=0, share_prefix=False)) == shared
+    assert [ids for ids, _ in inserted] == full

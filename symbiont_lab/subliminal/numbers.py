@@ -138,17 +138,18 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
     prefix_cache: list | None = None
 
     def shared_prefix() -> None:
-        """Prefill the tokens the first prompts all start with (needs the hooks attached)."""
+        """Prefill the tokens every prompt starts with (needs the hooks attached)."""
         nonlocal prefix, prefix_cache
-        sample = [encode_chat(tokenizer, teacher.messages(prompts[i])) for i in todo[:16]]
-        length = min(len(ids) for ids in sample) - 1  # every row keeps at least one token of its own
-        for ids in sample[1:]:
-            length = next((k for k, (a, b) in enumerate(zip(ids[:length], sample[0][:length])) if a != b), length)
+        # Two user turns that differ in their first character: what they share is the
+        # template's header and the system prompt, whatever prompts this call is given,
+        # so the split (and the arithmetic) is the same in every chunk and on resume.
+        a, b = (encode_chat(tokenizer, teacher.messages(text)) for text in ("0", "1"))
+        length = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         cache = make_prompt_cache(model)
         # Only plain KV caches can be copied per row and merged into a batch at any length.
         if length < 1 or not all(type(c) is KVCache for c in cache):
             return
-        prefix = sample[0][:length]
+        prefix = a[:length]
         model(mx.array(prefix)[None], cache=cache)
         mx.eval([c.state for c in cache])
         prefix_cache = cache
