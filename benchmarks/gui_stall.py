@@ -220,6 +220,7 @@ def main() -> int:
             rows.append(("              slowest dispatches: " + "; ".join(
                 f"{ms:.1f} ms {receiver} {kind}" for ms, receiver, kind in slowest), ""))
     window.close()
+    window.wait_for_engine()  # (a lens run may still be finishing: MLX must not be mid-call at exit)
     print(f"event-loop stalls (5 ms timer on the GUI thread; target max < {TARGET_MS:.0f} ms)")
     for row, note in rows:
         print(row + (f"   [{note}]" if note else ""))

@@ -41,7 +41,22 @@ def main(argv=None) -> int:
         return take_screenshots(args.screenshots, args.model)
     window = build_window(args.model)
     window.show()
-    return app.exec()
+    return exit_after(window, app.exec())
+
+
+def exit_after(window, code: int) -> int:
+    """Return ``code`` once the engine thread has ended.
+
+    A daemon thread still inside an MLX call when the interpreter exits aborts the process
+    ("terminate called without an active exception"); if the engine cannot finish in time,
+    leave without tearing the interpreter down (settings were saved when the window closed).
+    """
+    import os
+
+    if not window.wait_for_engine(timeout=120):
+        print("symbiont-app: the engine thread did not finish; exiting without clean-up", file=sys.stderr, flush=True)
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
         _say(f"screenshots: last error shown in the window: {session.last_error.message}")
     window.close()
     _say("screenshots: saved " + ", ".join(str(p) for p in saved))
-    return status
+    from .gui import exit_after
+
+    return exit_after(window, status)
 
 
 def _save(widget, path: Path) -> Path:

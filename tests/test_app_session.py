@@ -133,6 +133,23 @@ def test_live_request_acts_between_steps(worker):
     assert _until(worker.events, rid)[0].knob == 7.0
 
 
+def test_stop_cancels_what_runs_and_what_is_queued():
+    events: queue.Queue = queue.Queue()
+    w = EngineWorker(events.put)
+    w.start()
+    running = w.submit(Count(w.new_id(), n=1000, delay=0.01))
+    queued = [w.submit(Count(w.new_id(), n=1000, delay=0.01)) for _ in range(3)]
+    assert isinstance(events.get(timeout=30), Tick)
+    began = time.perf_counter()
+    w.stop(timeout=10)
+    assert not w.running and time.perf_counter() - began < 5  # not 4 x 10 s of queued work
+    seen = []
+    while not events.empty():
+        seen.append(events.get())
+    assert Finished(running, "cancelled") in seen
+    assert not [e for e in seen if isinstance(e, Tick) and e.request_id in queued]
+
+
 def test_engine_and_session_never_import_qt():
     import subprocess
 

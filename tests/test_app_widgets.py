@@ -263,6 +263,7 @@ def test_real_engine_tiny_model_end_to_end(qtbot, tiny_folder, config_dir):
     qtbot.addWidget(window)
     _chat_and_slide(qtbot, window, 60000)
     window.close()
+    assert window.wait_for_engine(60)
 
 
 @pytest.mark.integration
@@ -280,6 +281,7 @@ def test_real_engine_default_model_end_to_end(qtbot, config_dir):
     info = window.session.model_info
     assert info.n_layers == 30 and info.vocab_size == 49152
     window.close()
+    assert window.wait_for_engine(120)
 
 
 def test_screenshots_command_saves_every_panel(qtbot, tiny_folder, tmp_path, config_dir):

@@ -39,6 +39,7 @@ class EngineWorker:
         self.state = EngineState()
         """Engine-thread state; tests may read it after a request finished, the GUI never does."""
         self.current: int | None = None
+        self._stopping = threading.Event()
 
     # -- called from any thread ----------------------------------------------------------------
     def new_id(self) -> int:
@@ -64,9 +65,12 @@ class EngineWorker:
         self._requests.put(_WAKE)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel what runs, finish the thread (the model is freed with it)."""
-        if self.current is not None:
-            self.cancel(self.current)
+        """Cancel what runs and everything queued, finish the thread (the model is freed with it).
+
+        The thread must be gone before the interpreter exits: a daemon thread still inside
+        MLX at exit aborts the process.
+        """
+        self._stopping.set()
         self._requests.put(_STOP)
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -77,6 +81,8 @@ class EngineWorker:
 
     # -- engine thread ------------------------------------------------------------------------------
     def _is_cancelled(self, request_id: int) -> bool:
+        if self._stopping.is_set():
+            return True
         with self._lock:
             return request_id in self._cancelled
 

@@ -144,6 +144,12 @@ class MainWindow(QMainWindow):
         self.chat.stop()
         self.bridge.stop(timeout=10)
 
+    def wait_for_engine(self, timeout: float = 120.0) -> bool:
+        """After closing: wait for the engine thread to end (a request that does not poll for
+        cancellation finishes its current MLX call first). False if it is still running."""
+        self.bridge.stop(timeout=timeout)
+        return not self.worker.running
+
     def closeEvent(self, event):
         self.shutdown()
         super().closeEvent(event)
