@@ -241,7 +241,7 @@ def run_gui(model_spec: str = "default") -> int:
     from PySide6.QtWidgets import QApplication, QProgressDialog
 
     from .bundle import APP_NAME, BUNDLE_ID, resource_root
-    from .gui import build_window
+    from .gui import build_window, exit_after
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
@@ -272,7 +272,7 @@ def run_gui(model_spec: str = "default") -> int:
             dialog.close()
         else:
             dialog.show()
-    return app.exec()
+    return exit_after(window, app.exec())
 
 
 def _pending_conversion(model_spec: str) -> Path | None:
