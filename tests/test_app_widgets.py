@@ -205,6 +205,12 @@ def test_model_picker_estimate_and_errors_in_the_window(qtbot, fake_window):
     picker.estimate()
     qtbot.waitUntil(lambda: "GiB" in picker.estimate_label.text(), timeout=10000)
     assert "OVER the budget" in picker.estimate_label.text()
+    picker.spec.setEditText("other/model")
+    picker.load()  # estimates first, then loads
+    kinds = [type(r).__name__ for r in list(fake_window.session.active.values())]
+    assert kinds[-2:] == ["EstimateModel", "LoadModel"] or not fake_window.session.active
+    qtbot.waitUntil(lambda: fake_window.session.model_info.spec == "other/model", timeout=10000)
+    assert "other/model" in picker.estimate_label.text()
     assert "fake" in picker.info.text() and "fake-fp" in fake_window.status.text()
     fake_window.session.handle_event(Failed(999, "model.gguf: not a GGUF file", "Traceback ..."))
     assert fake_window.errors.isVisibleTo(fake_window) and "not a GGUF file" in fake_window.errors.label.text()

@@ -34,6 +34,7 @@ class ModelPickerPanel(QWidget):
         self.estimate_button.clicked.connect(self.estimate)
         self.load_button.clicked.connect(self.load)
         self.cancel_button.clicked.connect(self.picker.cancel_load)
+        self.spec.activated.connect(lambda _index: self.estimate())  # a recent model picked from the list
         row = QHBoxLayout()
         for button in (self.folder_button, self.gguf_button, self.estimate_button, self.load_button, self.cancel_button):
             row.addWidget(button)
@@ -56,6 +57,10 @@ class ModelPickerPanel(QWidget):
         return self.picker.request_estimate(self.current_spec())
 
     def load(self) -> int:
+        # The estimate runs first on the engine thread, so it is on screen while the load goes on;
+        # a load over the budget is refused by the loader with the same numbers.
+        if self.picker.estimate is None or self.picker.estimate.spec != self.current_spec():
+            self.picker.request_estimate(self.current_spec())
         return self.picker.load(self.current_spec())
 
     def _fill_recent(self) -> None:
