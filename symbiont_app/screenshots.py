@@ -83,6 +83,8 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
         if session.model_info is None:
             raise RuntimeError(f"the model did not load: {session.last_error.message if session.last_error else '?'}")
         _say(f"screenshots: model {session.model_info.name} loaded")
+        session.models.request_estimate(model_spec)  # the picker shows it against the budget
+        _wait(app, lambda: not session.active, timeout, "the memory estimate")
         if session.models.loading_spec in ("default", "") or model_spec == "default":
             _load_shipped_sae(app, session, timeout)
         chat = window.chat

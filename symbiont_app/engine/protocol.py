@@ -82,6 +82,8 @@ class ModelInfo:
     slow_blas_warning: str | None = None
     memory_bytes: int = 0
     """The memory estimate the load was checked against."""
+    budget_bytes: int = 0
+    """The memory budget it was checked against."""
 
 
 @dataclass(frozen=True)

@@ -118,5 +118,6 @@ class ModelPickerPanel(QWidget):
             i = picker.info
             warning = f"\n⚠ {i.slow_blas_warning}" if i.slow_blas_warning else ""
             self.info.setText(
-                f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}, "
-                f"~{i.memory_bytes / GIB:.2f} GiB\nfingerprint {i.fingerprint}\n{i.backend}{warning}")
+                f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}\n"
+                f"memory ~{i.memory_bytes / GIB:.2f} GiB of a {i.budget_bytes / GIB:.1f} GiB budget\n"
+                f"fingerprint {i.fingerprint}\n{i.backend}{warning}")

@@ -37,6 +37,7 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     from mlx_hooks.chat import ChatSession
     from mlx_hooks.hooks import hook_points
     from mlx_hooks.loader import load_model
+    from mlx_hooks.memory import default_budget_bytes
     from mlx_hooks.steering import SteeringSet
 
     total = 4
@@ -63,4 +64,5 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
         name=loaded.name, spec=request.spec, fingerprint=fp.short, n_layers=fp.n_layers, d_model=fp.d_model,
         vocab_size=fp.vocab_size, hook_points=tuple(hook_points(loaded.model)), runtime_dtype=loaded.runtime_dtype,
         backend=info.summary(), slow_blas_warning=info.slow_blas_warning, memory_bytes=int(loaded.estimate.total_bytes),
+        budget_bytes=int(default_budget_bytes()),
     )))
