@@ -14,6 +14,8 @@ from .panels import PANELS
 from .throttle import Coalescer
 
 AREAS = {"right": Qt.RightDockWidgetArea, "bottom": Qt.BottomDockWidgetArea}
+FRONT_PANELS = {"dock-model": "meters"}
+"""Which tab is in front at first start (by the first dock of the area): the meters, once a model is up."""
 
 
 class ErrorBar(QWidget):
@@ -75,9 +77,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status, 1)
         self.panels: dict[str, QWidget] = {}
         self.docks: dict[str, QDockWidget] = {}
-        for spec in panels if panels is not None else PANELS:
+        specs = list(panels if panels is not None else PANELS)
+        for spec in specs:
             self._add_panel(spec)
-        self.resize(1280, 860)
+        self.resize(1400, 900)
+        self._default_layout(specs)
         self._restore_layout()
         # Recent models/files are written soon after they change, not only at exit (a crash keeps them).
         self._save_soon = Coalescer(self.save_settings, 1000, self)
@@ -103,6 +107,22 @@ class MainWindow(QMainWindow):
         self.addDockWidget(AREAS[spec.area], dock)
         self.panels[spec.name] = widget
         self.docks[spec.name] = dock
+
+    def _default_layout(self, specs) -> None:
+        """Panels of one area share it as tabs (the saved layout, if any, replaces this)."""
+        by_area: dict[str, list] = {}
+        for spec in specs:
+            if spec.name in self.docks:
+                by_area.setdefault(spec.area, []).append(self.docks[spec.name])
+        for docks in by_area.values():
+            for dock in docks[1:]:
+                self.tabifyDockWidget(docks[0], dock)
+            front = self.docks.get(FRONT_PANELS.get(docks[0].objectName(), ""), docks[0])
+            front.raise_()
+        if "right" in by_area:
+            self.resizeDocks([by_area["right"][0]], [560], Qt.Horizontal)
+        if "bottom" in by_area:
+            self.resizeDocks([by_area["bottom"][0]], [330], Qt.Vertical)
 
     # -- status -------------------------------------------------------------------------------------------
     def _on_models(self, what: str) -> None:
