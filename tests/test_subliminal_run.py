@@ -237,15 +237,17 @@ def test_small_run_on_the_default_model(tmp_path):
     import tomllib
 
     data = tomllib.loads(example_configs()["ci_small"].read_text())
-    data["numbers"].update(prompt_count=32, dataset_size=30, batch_size=4, max_tokens=28)
-    data["lora"].update(iters=6, batch_size=4, learning_rate=1e-3, warmup_steps=1, steps_per_checkpoint=3)
+    # Greedy teachers: at T=1 the 135M model's answers pass the filter ~4% of the time (8/200 for the
+    # owl teacher in ci_small), greedy ~20-25% — enough rows from 24 prompts for a LoRA student.
+    data["numbers"].update(prompt_count=24, dataset_size=30, batch_size=4, max_tokens=28, temperature=0.0)
+    data["lora"].update(iters=6, batch_size=2, learning_rate=1e-3, warmup_steps=1, steps_per_checkpoint=3)
     data["probes"].update(max_questions=4, samples_per_question=4, batch_size=16)
     data["mechanism"] = {"max_prompts": 4}
     data["variations"] = {"probes": ["logit"], "noise": {"kinds": ["shuffle"]}}
     config = parse_config(data, example_configs()["ci_small"])
     out = tmp_path / "ci"
     responses = out / "teachers" / "trait" / "responses.jsonl"
-    with pytest.raises(RunCancelled):  # killed inside the second of two 16-prompt chunks
+    with pytest.raises(RunCancelled):  # killed inside the second chunk (16 + 8 prompts)
         run_subliminal(config, out, should_stop=lambda: _lines(responses) >= 1, plots=False)
     first = read_responses_file(responses)
     assert len(first) == 16
