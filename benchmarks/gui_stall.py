@@ -68,9 +68,20 @@ def timed_application_class():
                     spent = (time.thread_time() - began) * 1000.0
                     self.dispatch_ms.append(spent)
                     if spent > 5.0:  # what the slow ones were, for the report
-                        self.slow.append((spent, type(receiver).__name__, event.type().name))
+                        self.slow.append((spent, _owner(receiver), event.type().name))
 
     return TimedApplication
+
+
+def _owner(receiver) -> str:
+    """The receiver's class, and the app panel it belongs to (a plot's scene -> its panel)."""
+    name = type(receiver).__name__
+    widget = receiver.views()[0] if hasattr(receiver, "views") and receiver.views() else receiver
+    while widget is not None and hasattr(widget, "parentWidget"):
+        if type(widget).__module__.startswith("symbiont_app.widgets"):
+            return f"{name} in {type(widget).__name__}"
+        widget = widget.parentWidget()
+    return name
 
 
 class StallMeter:
