@@ -195,6 +195,8 @@ def test_temperature_slider_redraws_bars_and_hover_selects(qtbot, fake_window):
     assert fake_window.session.conversation.selected_position == target.position
     assert f"position {target.position}" in fake_window.chat.details.text() and "alternatives" in fake_window.chat.details.text()
     assert fake_window.session.temperature.distribution.position == target.position
+    marked = fake_window.chat.transcript.extraSelections()
+    assert len(marked) == 1 and marked[0].cursor.selectedText() == target.text
     fake_window.chat.colour.setCurrentText("entropy")  # re-render keeps every token
     assert fake_window.chat.transcript.toPlainText().count(" w") == 12
 

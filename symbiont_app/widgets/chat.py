@@ -195,7 +195,37 @@ class ChatPanel(QWidget):
     def _clicked(self, url: QUrl) -> None:
         self._hovered(url)
 
+    def _mark(self, position: int | None) -> None:
+        """Outline the selected token in the transcript (an extra selection: the HTML stays as is)."""
+        from PySide6.QtGui import QColor, QTextCharFormat
+        from PySide6.QtWidgets import QTextEdit
+
+        selections = []
+        href = f"tok:{position}"
+        block = self.transcript.document().begin()
+        while position is not None and block.isValid() and not selections:
+            it = block.begin()
+            while not it.atEnd():
+                fragment = it.fragment()
+                if fragment.charFormat().anchorHref() == href:
+                    cursor = QTextCursor(self.transcript.document())
+                    cursor.setPosition(fragment.position())
+                    cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.KeepAnchor)
+                    selection = QTextEdit.ExtraSelection()
+                    selection.cursor = cursor
+                    fmt = QTextCharFormat()
+                    fmt.setUnderlineStyle(QTextCharFormat.SingleUnderline)
+                    fmt.setUnderlineColor(QColor("#1f3fbf"))
+                    fmt.setFontWeight(700)
+                    selection.format = fmt
+                    selections.append(selection)
+                    break
+                it += 1
+            block = block.next()
+        self.transcript.setExtraSelections(selections)
+
     def _show_details(self, position: int | None) -> None:
+        self._mark(position)
         record = self.conversation.token_at(position)
         if record is None:
             return
