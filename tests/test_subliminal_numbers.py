@@ -298,6 +298,11 @@ def test_preset_trait_steers_batched_generation_like_the_engine(tiny, few_prompt
                                      few_prompts, max_tokens=8, temperature=0))
     assert zeroed == plain  # coefficient_scale reaches the steering coefficient
     assert not getattr(tiny.model.model, "_is_hook_wrapper", False)  # hooks removed afterwards
+    generated = Preset(name="g", target_model_name="tiny", fingerprint=tiny.fingerprint, vectors={"trait": vector},
+                       interventions=[SteeringEntry("trait", "resid_post.1", 6.0, False, "generated")])
+    bad = write_preset(tmp_path / "generated.json", generated)[-1]
+    with pytest.raises(TraitError, match="positions 'generated' are not supported"):
+        list(generate_responses(tiny, TraitSpec("preset", preset_path=str(bad)), few_prompts))
     other = make_untied_llama(seed=5, hidden=32)
     with pytest.raises(TraitError, match="trait.json"):
         list(generate_responses(SimpleNamespace(model=other, tokenizer=tiny.tokenizer,

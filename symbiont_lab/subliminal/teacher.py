@@ -109,13 +109,15 @@ def teacher_interventions(spec: TraitSpec, loaded: Any) -> tuple[dict[str, list[
     """
     if spec.kind != "preset":
         return {}, []
+    from mlx_hooks.loader import LoadedModel
     from mlx_hooks.preset_apply import apply_preset
     from mlx_hooks.presets import read_preset
     from mlx_hooks.sae.registry import make_resolver
 
     try:
         preset = read_preset(spec.preset_path)
-        applied = apply_preset(preset, loaded.model, loaded.fingerprint, sae_resolver=make_resolver(loaded.model),
+        resolver = make_resolver(loaded if isinstance(loaded, LoadedModel) else loaded.model)
+        applied = apply_preset(preset, loaded.model, loaded.fingerprint, sae_resolver=resolver,
                                allow_different_weights=spec.allow_different_weights)
     except SymbiontError as exc:
         raise TraitError(f"trait preset {spec.preset_path}: {exc}") from exc
@@ -124,11 +126,14 @@ def teacher_interventions(spec: TraitSpec, loaded: Any) -> tuple[dict[str, list[
         for vector in applied.steering.applied:
             vector.coefficient = vector.coefficient * spec.coefficient_scale
         notes.append(f"steering coefficients scaled by {spec.coefficient_scale:g}")
-    modes = {repr(getattr(i, "positions", "all")) for items in applied.interventions.values() for i in items}
-    if modes - {"'all'"}:
-        # Batched generation gives every row the same prompt_length, but prompts differ in length.
-        notes.append(f"preset positions {sorted(modes)}: batched generation applies position modes other than "
-                     "'all' with a shared prompt length; use 'all' for exact per-prompt behaviour")
+    for items in applied.interventions.values():
+        for item in items:
+            mode = getattr(item, "positions", "all")
+            if isinstance(mode, str) and mode != "all":
+                # Rows of a batch have prompts of different lengths (and right-padded prefill),
+                # so "prompt", "generated" and "last" would silently mean something else.
+                raise TraitError(f"trait preset {spec.preset_path}: positions {mode!r} are not supported for a "
+                                 "teacher (batched generation); use 'all' or explicit positions")
     return applied.interventions, notes
 
 
