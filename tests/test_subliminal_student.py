@@ -165,7 +165,7 @@ def test_memory_estimate_refuses_over_budget(tmp_path, tokenizer):
     data = write_numbers_dataset(tmp_path / "data")
     loaded = tiny_loaded(tokenizer)
     estimate = estimate_lora_memory(loaded.model, LoRAConfig(batch_size=4), 64)
-    logits = 4 * 64 * 259 * 4 * 3
+    logits = 4 * 64 * 259 * 4 * 4
     assert estimate.logits_bytes == logits
     from mlx.utils import tree_flatten
 
