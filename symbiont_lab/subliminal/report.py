@@ -150,28 +150,50 @@ def _primary_job(metrics: dict) -> str | None:
 
 
 def verdict(metrics: dict) -> str:
-    """A sentence on whether the trait transferred, from the numbers (not a template of hopes)."""
+    """Sentences on whether the trait transferred, computed from the numbers.
+
+    The primary probe (sampled if run, else logit) decides; every other probe's trait − control
+    comparison is reported too, judged at a Bonferroni-corrected level over all probes compared."""
     job = _primary_job(metrics)
     if job is None:
         return "not enough results for a verdict yet (the trait and control students' probes are missing)"
-    c = metrics["comparisons"][job]["trait_vs_control"]
+    comps = {j: c["trait_vs_control"] for j, c in metrics["comparisons"].items() if c.get("trait_vs_control")}
+    level = ALPHA / len(comps)
+    c = comps[job]
     animal = metrics.get("animal", "?")
-    detail = (f"trait − control = {c['difference']:+.4f} [95% CI {c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
-              f"p = {c['p_value']:.3g} ({job}, {c['n']} questions)")
-    others = []
-    for other, comp in metrics["comparisons"].items():
-        tc = comp.get("trait_vs_control")
-        if other != job and tc:
-            others.append(f"{other}: {tc['difference']:+.4f} [{tc['ci_low']:+.4f}, {tc['ci_high']:+.4f}], "
-                          f"p = {tc['p_value']:.3g}")
-    tail = (" Other probes: " + "; ".join(others) + ".") if others else ""
-    if c["p_value"] < ALPHA and c["ci_low"] > 0:
-        return f"Transfer detected: the trait student names {animal} more often than the control student; {detail}.{tail}"
-    if c["p_value"] < ALPHA and c["ci_high"] < 0:
-        return (f"The trait student names {animal} *less* often than the control student; {detail}. "
-                f"Not the published effect.{tail}")
-    return (f"No transfer detected: the trait student is not distinguishable from the control student; {detail}. "
-            f"The interval bounds how large an effect this run could have missed.{tail}")
+
+    def detail(j, x):
+        return (f"{j}: trait − control = {x['difference']:+.4f} [95% CI {x['ci_low']:+.4f}, {x['ci_high']:+.4f}], "
+                f"p = {x['p_value']:.3g}, {x['n']} questions")
+
+    if c["p_value"] < level and c["ci_low"] > 0:
+        text = f"Transfer detected on the primary probe: the trait student names {animal} more often than the control student ({detail(job, c)})."
+    elif c["p_value"] < level and c["ci_high"] < 0:
+        text = f"The trait student names {animal} *less* often than the control student ({detail(job, c)}); not the published effect."
+    else:
+        text = f"No transfer detected on the primary probe ({detail(job, c)})."
+        if c["ci_low"] == c["ci_high"] == 0:
+            samples = (metrics.get("config") or {}).get("probes", {}).get("samples_per_question")
+            text += (f" Both students scored the same on every question: with {samples} samples per question this "
+                     "metric cannot resolve shifts below 1/samples; the logit probe measures them exactly.")
+        else:
+            text += f" An effect outside [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] is ruled out at 95%."
+    others = [(j, x) for j, x in comps.items() if j != job]
+    significant = [(j, x) for j, x in others if x["p_value"] < level]
+    rest = [(j, x) for j, x in others if x["p_value"] >= level]
+    if significant:
+        text += (f" Significant after Bonferroni over {len(comps)} probes (p < {level:.3g}): "
+                 + "; ".join(detail(j, x) for j, x in significant)
+                 + f" — {max(abs(x['difference']) for _, x in significant) * 100:.2f} percentage points at most.")
+        noise = [r for r in (metrics.get("variations") or {}).get("noise", [])
+                 if any((r.get("vs_control") or {}).get(j) and r["vs_control"][j]["p_value"] < level
+                        and r["vs_control"][j]["difference"] > 0 for j, _ in significant)]
+        if noise:
+            text += (" A noise student (" + ", ".join(r["noise"] for r in noise) + ") shows a shift of the same sign, "
+                     "so part of it comes from the trait teacher's data as data, not only from its hidden trait.")
+    if rest:
+        text += " Not significant: " + "; ".join(detail(j, x) for j, x in rest) + "."
+    return text
 
 
 def _fmt(cell: dict | None) -> str:
