@@ -53,7 +53,7 @@ def build_config(args):
 def cmd_aux_logits(args) -> int:
     from symbiont_lab.aux_logits.data import load_dataset
     from symbiont_lab.aux_logits.report import write_report
-    from symbiont_lab.aux_logits.runner import RunFolder, read_json, run_lab
+    from symbiont_lab.aux_logits.runner import RunFolder, run_lab
 
     config = build_config(args)
     out = Path(args.out) if args.out else Path("out/lab") / ("aux-logits-mnist" if args.mnist else "aux-logits")
@@ -63,8 +63,7 @@ def cmd_aux_logits(args) -> int:
     summary = run_lab(config, out, data=data, chunk_seeds=args.chunk_seeds, progress=say)
     import mlx.core as mx
 
-    runs_path = out / "runs.json"
-    runs = read_json(runs_path, "run log") if runs_path.exists() else []
+    runs = RunFolder(out).runs()
     config.dataset = data.name
     info = {
         "compute wall time": f"{sum(r.get('wall_s', 0) for r in runs):.0f} s over {len(runs)} invocation(s)"

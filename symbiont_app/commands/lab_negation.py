@@ -74,7 +74,7 @@ def default_out(args) -> Path:
 
 def cmd_negation(args) -> int:
     from symbiont_lab.negation.report import write_report
-    from symbiont_lab.negation.runner import RunFolder, read_json, run_lab
+    from symbiont_lab.negation.runner import RunFolder, run_lab
 
     config = build_config(args)
     out = Path(args.out) if args.out else default_out(args)
@@ -83,8 +83,7 @@ def cmd_negation(args) -> int:
     summary = run_lab(config, out, workers=args.workers, chunk_seeds=args.chunk_seeds, progress=say,
                       verbose=not args.quiet)
     folder = RunFolder(out)
-    runs_path = out / "runs.json"
-    runs = read_json(runs_path, "run log") if runs_path.exists() else []
+    runs = folder.runs()
     import mlx.core as mx
 
     info = {

@@ -17,7 +17,6 @@ a run; other changed settings are refused, naming ``config.json`` and what diffe
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from mlx_hooks.atomic_io import atomic_write_bytes
-
+from .. import run_folder
 from ..progress import ProgressLog
+from ..run_folder import dump_json, prepare_config, run_entry
 from .data import AuxDataError, Dataset, load_dataset
 from .experiments import ROLES, AuxConfig, UnitProgress, run_unit, unit_steps
 
@@ -42,15 +41,8 @@ class AuxRunError(AuxDataError):
     """A run folder whose files do not fit this run (names the file)."""
 
 
-def dump_json(path: Path, data) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-
-
 def read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AuxRunError(f"{path}: unreadable {what} ({exc}); delete it to recompute") from None
+    return run_folder.read_json(path, what, AuxRunError)
 
 
 @dataclass
@@ -67,19 +59,9 @@ class RunFolder:
     def prepare(self, config: AuxConfig, data: Dataset) -> None:
         """Write config.json, or check an existing one against ``config`` and ``data``."""
         identity = {**config.identity(), "data_fingerprint": data.fingerprint}
-        if self.config_path.exists():
-            stored = read_json(self.config_path, "run configuration")
-            if not isinstance(stored, dict) or stored.get("lab") != "aux-logits" or "settings" not in stored:
-                raise AuxRunError(f"{self.config_path}: not an aux-logits run configuration")
-            differ = sorted(k for k in set(identity) | set(stored["settings"])
-                            if identity.get(k) != stored["settings"].get(k))
-            if differ:
-                detail = ", ".join(f"{k}: folder {stored['settings'].get(k)!r}, now {identity.get(k)!r}" for k in differ)
-                raise AuxRunError(f"{self.config_path}: this run folder was made with other settings ({detail}); "
-                                  f"use another output folder or the same settings")
-        else:
-            dump_json(self.config_path, {"format": FORMAT_VERSION, "lab": "aux-logits", "settings": identity,
-                                         "data_source": data.source})
+        prepare_config(self.config_path, {"format": FORMAT_VERSION, "lab": "aux-logits", "settings": identity,
+                                          "data_source": data.source},
+                       expect={"lab": "aux-logits"}, kind="an aux-logits run configuration", error=AuxRunError)
 
     def load_result(self, m: int, seed: int) -> dict | None:
         path = self.result_path(m, seed)
@@ -110,11 +92,11 @@ class RunFolder:
         return out
 
     def log_run(self, entry: dict) -> None:
-        path = self.path / "runs.json"
-        runs = read_json(path, "run log") if path.exists() else []
-        if not isinstance(runs, list):
-            raise AuxRunError(f"{path}: not a run log (a JSON list)")
-        dump_json(path, runs + [entry])
+        run_folder.append_run(self.path, entry, AuxRunError)
+
+    def runs(self) -> list:
+        """The entries of runs.json, one per invocation."""
+        return run_folder.read_runs(self.path, AuxRunError)
 
 
 @dataclass
@@ -199,9 +181,7 @@ def run_lab(config: AuxConfig, out_dir: str | os.PathLike, data: Dataset | None 
     finally:
         summary.wall_s = time.perf_counter() - started
         if units:
-            folder.log_run({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - summary.wall_s)),
-                            "wall_s": round(summary.wall_s, 1), "interrupted": interrupted,
-                            "computed": {str(m): s for m, s in summary.computed.items()}, "cpu_count": os.cpu_count()})
+            folder.log_run(run_entry(summary.wall_s, interrupted, {str(m): s for m, s in summary.computed.items()}))
     return summary
 
 

@@ -18,7 +18,6 @@ settings are refused (the error names ``config.json`` and the settings that diff
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -27,24 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mlx_hooks.atomic_io import atomic_write_bytes
-
 from ..progress import ProgressLog
+from ..run_folder import append_run, dump_json, prepare_config, read_json, read_runs, run_entry
 from .experiments import EXPERIMENTS, NegationConfig, run_unit, unit_cost
 
 FORMAT_VERSION = 1
 Progress = Callable[[str], None]
-
-
-def dump_json(path: Path, data) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable {what} ({exc}); delete it to recompute") from None
 
 
 @dataclass
@@ -67,19 +54,9 @@ class RunFolder:
 
     def prepare(self, config: NegationConfig) -> None:
         """Write config.json, or check an existing one against ``config``."""
-        identity = config.identity()
-        if self.config_path.exists():
-            stored = read_json(self.config_path, "run configuration")
-            if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION or "settings" not in stored:
-                raise ValueError(f"{self.config_path}: not a negation-lab run configuration (format {FORMAT_VERSION})")
-            differ = sorted(k for k in set(identity) | set(stored["settings"])
-                            if identity.get(k) != stored["settings"].get(k))
-            if differ:
-                detail = ", ".join(f"{k}: folder {stored['settings'].get(k)!r}, now {identity.get(k)!r}" for k in differ)
-                raise ValueError(f"{self.config_path}: this run folder was made with other settings ({detail}); "
-                                 f"use another output folder or the same settings")
-        else:
-            dump_json(self.config_path, {"format": FORMAT_VERSION, "lab": "negation", "settings": identity})
+        prepare_config(self.config_path, {"format": FORMAT_VERSION, "lab": "negation", "settings": config.identity()},
+                       expect={"format": FORMAT_VERSION}, error=ValueError,
+                       kind=f"a negation-lab run configuration (format {FORMAT_VERSION})")
 
     def load_result(self, experiment: str, seed: int) -> dict | None:
         path = self.result_path(experiment, seed)
@@ -110,11 +87,11 @@ class RunFolder:
         return out
 
     def log_run(self, entry: dict) -> None:
-        path = self.path / "runs.json"
-        runs = read_json(path, "run log") if path.exists() else []
-        if not isinstance(runs, list):
-            raise ValueError(f"{path}: not a run log (a JSON list)")
-        dump_json(path, runs + [entry])
+        append_run(self.path, entry)
+
+    def runs(self) -> list:
+        """The entries of runs.json, one per invocation."""
+        return read_runs(self.path)
 
 
 DEFAULT_CHUNK_SEEDS = {"sorted": 8, "collapse": 2, "representation": 2}
@@ -257,12 +234,8 @@ def run_lab(
         summary.wall_s = time.perf_counter() - started
         summary.cpu_s = time.process_time() - cpu0 + child_cpu
         if units:  # a killed run's time counts too (wall time over all invocations)
-            folder.log_run({
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - summary.wall_s)),
-                "wall_s": round(summary.wall_s, 1), "cpu_s": round(summary.cpu_s, 1), "workers": workers,
-                "chunk_seeds": chunk_seeds or DEFAULT_CHUNK_SEEDS, "computed": summary.computed, "cpu_count": os.cpu_count(),
-                "interrupted": interrupted,
-            })
+            folder.log_run(run_entry(summary.wall_s, interrupted, summary.computed, cpu_s=round(summary.cpu_s, 1),
+                                     workers=workers, chunk_seeds=chunk_seeds or DEFAULT_CHUNK_SEEDS))
     return summary
 
 

@@ -27,7 +27,6 @@ safe point and raises :class:`RunCancelled`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -39,7 +38,9 @@ from typing import Callable
 from mlx_hooks.atomic_io import atomic_write_bytes
 from mlx_hooks.errors import SymbiontError
 
+from .. import run_folder
 from ..progress import ProgressLog
+from ..run_folder import dump_json, prepare_config, run_entry
 from .config import RunConfig, config_to_dict
 from .run_plan import Plan, StudentPlan, TeacherPlan, make_plan
 
@@ -56,15 +57,8 @@ class RunFolderError(SymbiontError):
     """A run folder that does not fit this configuration, or a damaged stage file."""
 
 
-def dump_json(path: Path, data) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-
-
 def read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: unreadable {what} ({exc}); delete it to recompute that stage") from None
+    return run_folder.read_json(path, what, RunFolderError, "delete it to recompute that stage")
 
 
 @dataclasses.dataclass
@@ -97,29 +91,12 @@ class RunFolder:
         """Write config.json (and copy the TOML), or check an existing run's against ``config``."""
         self.path.mkdir(parents=True, exist_ok=True)
         settings = config_to_dict(config)
-        stored_path = self.path / "config.json"
-        if stored_path.exists():
-            stored = read_json(stored_path, "run configuration")
-            if not isinstance(stored, dict) or stored.get("format") != FORMAT_VERSION or "settings" not in stored:
-                raise RunFolderError(f"{stored_path}: not a subliminal-lab run configuration (format {FORMAT_VERSION})")
-            differ = _differences(stored["settings"], settings)
-            if differ:
-                raise RunFolderError(f"{stored_path}: this run folder was made with other settings ("
-                                     + "; ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
-                                     + "); use another output folder or the same configuration")
-            return
-        dump_json(stored_path, {"format": FORMAT_VERSION, "experiment": "subliminal", "settings": settings})
-        if config.source and Path(config.source).is_file():
+        existed = prepare_config(self.path / "config.json",
+                                 {"format": FORMAT_VERSION, "experiment": "subliminal", "settings": settings},
+                                 expect={"format": FORMAT_VERSION}, error=RunFolderError, same="the same configuration",
+                                 kind=f"a subliminal-lab run configuration (format {FORMAT_VERSION})")
+        if not existed and config.source and Path(config.source).is_file():
             atomic_write_bytes(self.path / "config.toml", Path(config.source).read_bytes())
-
-
-def _differences(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: folder {a!r}, now {b!r}"]
 
 
 class _Stopper:
@@ -241,18 +218,9 @@ class SubliminalRun:
         return metrics
 
     def _log_run(self, wall: float, cpu: float, interrupted: bool) -> None:
-        path = self.folder.path / "runs.json"
-        try:
-            runs = read_json(path, "run log") if path.exists() else []
-        except RunFolderError:
-            runs = []
-        if not isinstance(runs, list):
-            runs = []
-        dump_json(path, runs + [{
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - wall)),
-            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "computed": self.computed,
-            "interrupted": interrupted, "cpu_count": os.cpu_count(),
-        }])
+        # Logged from a ``finally``: a damaged runs.json is started afresh rather than hiding the run's own error.
+        run_folder.append_run(self.folder.path, run_entry(wall, interrupted, self.computed, cpu_s=round(cpu, 1)),
+                              RunFolderError, strict=False)
 
 
 def run_subliminal(config: RunConfig, out_dir: str | os.PathLike, *, say: Say | None = None,

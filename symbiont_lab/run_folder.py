@@ -1,0 +1,101 @@
+"""What every lab's resumable run folder shares: atomic JSON files, the config.json check, runs.json.
+
+A lab run folder holds ``config.json`` (``{"format", <lab tag>, "settings"}``: the settings its
+results depend on, checked when a run resumes so that results made with other settings are never
+mixed in) and ``runs.json`` (a list with one entry per invocation: when it started, wall time,
+whether it was interrupted, what it computed). The labs' own files (per-seed results, stage files)
+stay in the lab packages; the labs pass their own :class:`~mlx_hooks.errors.SymbiontError` (or
+``ValueError``) subclass so errors keep naming the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from mlx_hooks.atomic_io import atomic_write_bytes
+
+MAX_LISTED_DIFFERENCES = 6
+"""A refused config.json names at most this many differing settings (then " ...")."""
+
+
+def dump_json(path: Path, data) -> None:
+    """Write ``data`` as indented, key-sorted JSON, atomically (a killed run never leaves half a file)."""
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path, what: str, error: type[Exception] = ValueError, advice: str = "delete it to recompute"):
+    """The JSON in ``path``, or ``error`` naming the file, ``what`` it should be and ``advice``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: unreadable {what} ({exc}); {advice}") from None
+
+
+def differences(stored, now, prefix: str = "") -> list[str]:
+    """``"key: folder <stored>, now <now>"`` for every setting that differs, nested keys dotted."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(stored) | set(now)):
+            out += differences(stored.get(key), now.get(key), f"{prefix}{key}.")
+        return out
+    return [] if stored == now else [f"{prefix.rstrip('.')}: folder {stored!r}, now {now!r}"]
+
+
+def prepare_config(path: Path, record: dict, *, expect: dict, kind: str, error: type[Exception],
+                   same: str = "the same settings") -> bool:
+    """Write ``record`` (with a ``"settings"`` dict) to ``path``, or check the stored one against it.
+
+    A stored file must carry every ``expect`` key/value (e.g. the format version or the lab tag)
+    and the same settings; otherwise ``error`` names the file and what differs (``kind``: what the
+    file should have been, ``same``: what to reuse). Returns whether the file already existed.
+    """
+    if path.exists():
+        stored = read_json(path, "run configuration", error)
+        if (not isinstance(stored, dict) or "settings" not in stored
+                or any(stored.get(k) != v for k, v in expect.items())):
+            raise error(f"{path}: not {kind}")
+        differ = differences(stored["settings"], record["settings"])
+        if differ:
+            listed = "; ".join(differ[:MAX_LISTED_DIFFERENCES])
+            more = " ..." if len(differ) > MAX_LISTED_DIFFERENCES else ""
+            raise error(f"{path}: this run folder was made with other settings ({listed}{more}); "
+                        f"use another output folder or {same}")
+        return True
+    dump_json(path, record)
+    return False
+
+
+def run_entry(wall_s: float, interrupted: bool, computed, **extra) -> dict:
+    """One ``runs.json`` entry for an invocation that took ``wall_s`` seconds and ends now."""
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - wall_s)),
+            "wall_s": round(wall_s, 1), "interrupted": interrupted, "computed": computed,
+            "cpu_count": os.cpu_count(), **extra}
+
+
+def append_run(folder: Path, entry: dict, error: type[Exception] = ValueError, *, strict: bool = True) -> None:
+    """Append ``entry`` to ``folder/runs.json``. A damaged log raises ``error`` when ``strict``,
+    else is started afresh (for callers logging from a ``finally`` that must not hide the real error)."""
+    path = folder / "runs.json"
+    try:
+        runs = read_json(path, "run log", error) if path.exists() else []
+    except error:
+        if strict:
+            raise
+        runs = []
+    if not isinstance(runs, list):
+        if strict:
+            raise error(f"{path}: not a run log (a JSON list)")
+        runs = []
+    dump_json(path, runs + [entry])
+
+
+def read_runs(folder: Path, error: type[Exception] = ValueError) -> list:
+    """The entries of ``folder/runs.json`` (empty when there is none)."""
+    path = folder / "runs.json"
+    return read_json(path, "run log", error) if path.exists() else []
+
+
+__all__ = ["append_run", "differences", "dump_json", "prepare_config", "read_json", "read_runs", "run_entry"]
