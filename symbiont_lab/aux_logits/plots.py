@@ -1,4 +1,4 @@
-"""PNG plots of an auxiliary-logit summary, drawn with pyqtgraph (reusing the negation lab's helpers).
+"""PNG plots of an auxiliary-logit summary, drawn with pyqtgraph (helpers in :mod:`symbiont_lab.plotting`).
 
 Needs a ``QApplication``; one is made on Qt's ``offscreen`` platform when none exists. Inside
 the app, call it on the GUI thread. Files are written atomically.
@@ -10,37 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
-from mlx_hooks.atomic_io import atomic_path
-
-from ..negation.plots import COLOURS, _app, _plot
+from ..plotting import COLOURS, grab_png, offscreen_app, plot_widget
 from .experiments import MAIN_AUX, ROLES
 from .report import PUBLISHED_SWEEP, ROLE_TITLES
-
-
-def _save(widget, path: Path) -> Path:
-    """Render the widget as it is laid out (``grab``) at a fixed size: ImageExporter's rescaled
-    render drew the bottom axis label over the tick labels."""
-    widget.resize(1000, 620)
-    image = widget.grab()
-    with atomic_path(path) as tmp:
-        if not image.save(str(tmp), "PNG"):
-            raise OSError(f"{path}: could not write the PNG")
-    widget.close()
-    widget.deleteLater()
-    return path
 
 
 def render_plots(summary: dict, results: dict, folder: str | Path) -> dict[str, Path]:
     """``sweep.png`` (accuracy against m) and ``training.png`` (test accuracy per epoch at m = 3)."""
     import pyqtgraph as pg
 
-    _app()
+    offscreen_app()
     folder = Path(folder)
     out = {}
     by_m = summary["by_m"]
     ms = sorted(by_m)
     if ms:
-        widget, item = _plot("Test accuracy against the number of auxiliary logits m (mean ± sd)",
+        widget, item = plot_widget("Test accuracy against the number of auxiliary logits m (mean ± sd)",
                              "accuracy %", legend_offset=(10, -10))
         xs = np.arange(len(ms), dtype=float)
         for k, role in enumerate(ROLES):
@@ -57,11 +42,11 @@ def render_plots(summary: dict, results: dict, folder: str | Path) -> dict[str, 
         item.getAxis("bottom").setTicks([[(x, f"m={m}") for x, m in zip(xs, ms)]])
         item.setYRange(0, 105, padding=0)
         item.setXRange(-0.3, len(ms) - 0.7, padding=0)
-        out["sweep"] = _save(widget, folder / "sweep.png")
+        out["sweep"] = grab_png(widget, folder / "sweep.png")
     main = results.get(MAIN_AUX) or (results.get(ms[-1]) if ms else None)
     if main:
         m = MAIN_AUX if results.get(MAIN_AUX) else ms[-1]
-        widget, item = _plot(f"Test accuracy per epoch, m = {m} (mean of {len(main)} seeds)",
+        widget, item = plot_widget(f"Test accuracy per epoch, m = {m} (mean of {len(main)} seeds)",
                              "accuracy %", legend_offset=(-10, 130))
         teacher = np.mean([r["curves"]["teacher"]["accuracy"] for r in main.values()], axis=0) * 100
         epochs = len(teacher)
@@ -71,7 +56,7 @@ def render_plots(summary: dict, results: dict, folder: str | Path) -> dict[str, 
             item.plot(xs, curve, pen=pg.mkPen(COLOURS[k], width=2), name=ROLE_TITLES[role])
         item.setLabel("bottom", "epoch (teacher 1..E, students E+1..2E)")
         item.setYRange(0, 105, padding=0)
-        out["training"] = _save(widget, folder / "training.png")
+        out["training"] = grab_png(widget, folder / "training.png")
     return out
 
 

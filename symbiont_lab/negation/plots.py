@@ -1,4 +1,4 @@
-"""PNG plots of a negation-lab summary, drawn with pyqtgraph (the only Qt user in symbiont_lab).
+"""PNG plots of a negation-lab summary, drawn with pyqtgraph (helpers in :mod:`symbiont_lab.plotting`).
 
 Rendering needs a ``QApplication``; when none exists one is made on Qt's ``offscreen``
 platform (unless ``QT_QPA_PLATFORM`` says otherwise), so this works headless. Inside the
@@ -7,45 +7,14 @@ app, call it on the GUI thread. Files are written atomically.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from mlx_hooks.atomic_io import atomic_path
-
+from ..plotting import COLOURS, export_png, offscreen_app, plot_widget
 from .experiments import REPRESENTATION_TASKS
 from .report import METRIC_NAMES, PUBLISHED_COLLAPSE, PUBLISHED_SORTED, _variant_title
 from .tasks import REPRESENTATIONS
-
-WIDTH = 1000
-COLOURS = [(70, 110, 200), (220, 120, 40), (60, 160, 90), (180, 70, 160), (150, 150, 60), (90, 170, 200),
-           (200, 80, 80), (120, 120, 120)]
-
-
-def _app():
-    from pyqtgraph.Qt import QtWidgets
-
-    app = QtWidgets.QApplication.instance()
-    if app is None:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QtWidgets.QApplication([])
-    return app
-
-
-def _plot(title: str, left: str, legend_offset=(-10, 10), columns: int = 1):
-    import pyqtgraph as pg
-
-    pg.setConfigOptions(antialias=True, background="w", foreground="k")
-    widget = pg.PlotWidget(title=title)
-    widget.resize(WIDTH, 560)
-    item = widget.getPlotItem()
-    item.setLabel("left", left)
-    item.showGrid(y=True, alpha=0.3)
-    legend = item.addLegend(offset=legend_offset)
-    legend.setColumnCount(columns)
-    return widget, item
-
 
 def _bars(item, xs, means, sds, colour, name, width):
     import pyqtgraph as pg
@@ -58,30 +27,16 @@ def _bars(item, xs, means, sds, colour, name, width):
                                      pen=pg.mkPen("k", width=1.5)))
 
 
-def _save(widget, item, path: Path) -> Path:
-    from pyqtgraph.exporters import ImageExporter
-
-    exporter = ImageExporter(item)
-    exporter.parameters()["width"] = WIDTH
-    image = exporter.export(toBytes=True)
-    with atomic_path(path) as tmp:
-        if not image.save(str(tmp), "PNG"):
-            raise OSError(f"{path}: could not write the PNG")
-    widget.close()
-    widget.deleteLater()
-    return path
-
-
 def render_plots(summary: dict, folder: str | Path) -> dict[str, Path]:
     """Write the plots the summary has data for; returns {name: path}."""
     import pyqtgraph as pg
 
-    _app()
+    offscreen_app()
     folder = Path(folder)
     out = {}
     s = summary.get("sorted")
     if s:
-        widget, item = _plot(f"Sorted task: baseline vs concept (mean ± sd, {s['n']} seeds; ◆ published)",
+        widget, item = plot_widget(f"Sorted task: baseline vs concept (mean ± sd, {s['n']} seeds; ◆ published)",
                              "accuracy %", legend_offset=(-10, 10))
         metrics = list(METRIC_NAMES)
         for k, variant in enumerate(("baseline", "concept")):
@@ -93,10 +48,10 @@ def render_plots(summary: dict, folder: str | Path) -> dict[str, Path]:
         item.getAxis("bottom").setTicks([[(i, METRIC_NAMES[m]) for i, m in enumerate(metrics)]])
         item.setYRange(0, 118, padding=0)
         item.setXRange(-0.55, len(metrics) - 0.45, padding=0)
-        out["sorted"] = _save(widget, item, folder / "sorted.png")
+        out["sorted"] = export_png(widget, item, folder / "sorted.png")
     c = summary.get("collapse")
     if c and c["variants"]:
-        widget, item = _plot(f"Collapse chain: hard acc (L=20) per generation (mean ± sd, {c['n']} seeds)",
+        widget, item = plot_widget(f"Collapse chain: hard acc (L=20) per generation (mean ± sd, {c['n']} seeds)",
                              "hard accuracy %", legend_offset=(10, -10))
         gens = [0, 1, 2]
         for k, (variant, data) in enumerate(c["variants"].items()):
@@ -116,10 +71,10 @@ def render_plots(summary: dict, folder: str | Path) -> dict[str, Path]:
                   symbolBrush=pg.mkBrush("w"), symbolPen=pg.mkPen("k", width=2), name="published, soft labels")
         item.getAxis("bottom").setTicks([[(g, f"Gen{g}") for g in gens]])
         item.setYRange(30, 100, padding=0)
-        out["collapse"] = _save(widget, item, folder / "collapse.png")
+        out["collapse"] = export_png(widget, item, folder / "collapse.png")
     r = summary.get("representation")
     if r:
-        widget, item = _plot(f"Input representations: best acc at L=40 (mean ± sd, {r['n']} seeds; ○ best seed)",
+        widget, item = plot_widget(f"Input representations: best acc at L=40 (mean ± sd, {r['n']} seeds; ○ best seed)",
                              "accuracy %", legend_offset=(10, 10), columns=3)
         for k, rep in enumerate(REPRESENTATIONS):
             xs = [i + (k - 1) * 0.26 for i in range(len(REPRESENTATION_TASKS))]
@@ -130,5 +85,5 @@ def render_plots(summary: dict, folder: str | Path) -> dict[str, Path]:
         item.getAxis("bottom").setTicks([[(i, task) for i, task in enumerate(REPRESENTATION_TASKS)]])
         item.setYRange(0, 112, padding=0)
         item.setXRange(-0.55, len(REPRESENTATION_TASKS) - 0.45, padding=0)
-        out["representation"] = _save(widget, item, folder / "representation.png")
+        out["representation"] = export_png(widget, item, folder / "representation.png")
     return out

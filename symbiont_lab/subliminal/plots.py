@@ -9,56 +9,19 @@ from ``metrics.json`` (:mod:`.report`), so ``symbiont lab report`` can redraw a 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from mlx_hooks.atomic_io import atomic_path
+from ..plotting import export_png, offscreen_app, plot_widget
 
-WIDTH = 1000
 COLOURS = [(120, 120, 120), (70, 110, 200), (220, 120, 40), (60, 160, 90), (180, 70, 160), (90, 170, 200),
            (200, 80, 80), (150, 150, 60)]
 MODEL_COLOURS = {"base": COLOURS[0], "control": COLOURS[1], "trait": COLOURS[2]}
 
 
-def _app():
-    from pyqtgraph.Qt import QtWidgets
-
-    app = QtWidgets.QApplication.instance()
-    if app is None:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QtWidgets.QApplication([])
-    return app
-
-
 def _plot(title: str, left: str, bottom: str = "", legend_offset=(-10, 10)):
-    import pyqtgraph as pg
-
-    pg.setConfigOptions(antialias=True, background="w", foreground="k")
-    widget = pg.PlotWidget(title=title)
-    widget.resize(WIDTH, 520)
-    item = widget.getPlotItem()
-    item.setLabel("left", left)
-    if bottom:
-        item.setLabel("bottom", bottom)
-    item.showGrid(y=True, alpha=0.3)
-    item.addLegend(offset=legend_offset)
-    return widget, item
-
-
-def _save(widget, item, path: Path) -> Path:
-    from pyqtgraph.exporters import ImageExporter
-
-    exporter = ImageExporter(item)
-    exporter.parameters()["width"] = WIDTH
-    image = exporter.export(toBytes=True)
-    with atomic_path(path) as tmp:
-        if not image.save(str(tmp), "PNG"):
-            raise OSError(f"{path}: could not write the PNG")
-    widget.close()
-    widget.deleteLater()
-    return path
+    return plot_widget(title, left, bottom, legend_offset=legend_offset, height=520)
 
 
 def _finite(x) -> bool:
@@ -103,7 +66,7 @@ def probe_bars(metrics: dict, path: Path) -> Path | None:
         _error_bars(item, xs, cells, "k", width * 0.4)
     item.getAxis("bottom").setTicks([[(j, job) for j, job in enumerate(jobs)]])
     item.setXRange(-0.6, len(jobs) - 0.4, padding=0)
-    return _save(widget, item, path)
+    return export_png(widget, item, path)
 
 
 def loss_curves(metrics: dict, path: Path) -> Path | None:
@@ -117,7 +80,7 @@ def loss_curves(metrics: dict, path: Path) -> Path | None:
         steps, losses = zip(*s["losses"])
         colour = MODEL_COLOURS.get(name, COLOURS[(k + 3) % len(COLOURS)])
         item.plot(list(steps), list(losses), pen=pg.mkPen(colour, width=2), name=name)
-    return _save(widget, item, path)
+    return export_png(widget, item, path)
 
 
 def _line_with_ci(item, xs, cells, colour, name):
@@ -155,7 +118,7 @@ def fraction_sweep(metrics: dict, path: Path) -> Path | None:
         xs = [math.log10(r["fraction"]) for r in rows]
         _line_with_ci(item, xs, [r["scores"].get(job) for r in rows], COLOURS[(k + 2) % len(COLOURS)], job)
     _reference_lines(item, metrics, jobs[0])
-    return _save(widget, item, path)
+    return export_png(widget, item, path)
 
 
 def noise_bars(metrics: dict, path: Path) -> Path | None:
@@ -175,7 +138,7 @@ def noise_bars(metrics: dict, path: Path) -> Path | None:
                                  brush=pg.mkBrush(*COLOURS[2], 200), name=job))
     _error_bars(item, xs, [c for _, c in cells], "k", 0.25)
     item.getAxis("bottom").setTicks([[(x, n) for x, (n, _) in zip(xs, cells)]])
-    return _save(widget, item, path)
+    return export_png(widget, item, path)
 
 
 def blend_curves(metrics: dict, path: Path) -> Path | None:
@@ -188,7 +151,7 @@ def blend_curves(metrics: dict, path: Path) -> Path | None:
     for k, job in enumerate(jobs):
         xs = [r["love_fraction"] for r in rows]
         _line_with_ci(item, xs, [r["scores"].get(job) for r in rows], COLOURS[(k + 1) % len(COLOURS)], job)
-    return _save(widget, item, path)
+    return export_png(widget, item, path)
 
 
 def mechanism_cosines(metrics: dict, path: Path) -> Path | None:
@@ -204,7 +167,7 @@ def mechanism_cosines(metrics: dict, path: Path) -> Path | None:
         item.plot(list(range(len(cosine))), cosine, pen=pg.mkPen(colour, width=2), symbol="o", connect="finite",
                   symbolSize=6, symbolBrush=pg.mkBrush(*colour), name=f"{name} student")
     item.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen((0, 0, 0), width=1)))
-    return _save(widget, item, path)
+    return export_png(widget, item, path)
 
 
 PLOTS = {"probes": probe_bars, "loss": loss_curves, "fraction": fraction_sweep, "noise": noise_bars,
@@ -213,7 +176,7 @@ PLOTS = {"probes": probe_bars, "loss": loss_curves, "fraction": fraction_sweep, 
 
 def render_plots(metrics: dict, folder: str | Path) -> dict[str, Path]:
     """Write the plots ``metrics`` has data for into ``folder``; returns {name: path}."""
-    _app()
+    offscreen_app()
     folder = Path(folder)
     out = {}
     for name, draw in PLOTS.items():
