@@ -19,14 +19,11 @@ Verdict rules (every verdict is computed from the run's numbers):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from mlx_hooks.atomic_io import atomic_write_bytes
-
-from ..negation.report import _finite, fmt, paired, stat, verdict
+from ..reporting import fmt, fmt_pub, paired, run_section, stat, verdict, write_report_files
 from .experiments import MAIN_AUX, ROLES, STUDENTS, AuxConfig
 
 PUBLISHED_MAIN = {"teacher": (94.3, None), "same_init": (53.7, 2.2), "different_init": (10.0, None),
@@ -102,11 +99,6 @@ def verdicts(by_m: dict) -> list[dict]:
     return rows
 
 
-def _pub(value) -> str:
-    mean, sd = value
-    return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
-
-
 def render_markdown(summary: dict, run_info: dict | None = None) -> str:
     s = summary["settings"]
     by_m = summary["by_m"]
@@ -120,7 +112,7 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
         n = main["teacher"]["n"]
         lines += [f"## m = {MAIN_AUX} auxiliary logits ({n} seeds)", "",
                   "| network | trained on | ours | published |", "|---|---|---|---|"]
-        lines += [f"| {ROLE_TITLES[r]} | {TRAINED_ON[r]} | {fmt(main[r])} | {_pub(PUBLISHED_MAIN[r])} |" for r in ROLES]
+        lines += [f"| {ROLE_TITLES[r]} | {TRAINED_ON[r]} | {fmt(main[r])} | {fmt_pub(PUBLISHED_MAIN[r])} |" for r in ROLES]
         d = main["same_minus_different"]
         lines += ["", f"Same init − different init, paired: {d['mean']:+.1f} ± {d['sd']:.1f} points "
                   f"(min {d['min']:+.1f}, max {d['max']:+.1f}). Students at their initial weights: "
@@ -161,8 +153,7 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
                   "epochs, give 286 steps, about the published count, for teacher and students alike; learning rate "
                   "and widths are the published ones."]
     lines.append("")
-    if run_info:
-        lines += ["## Run", ""] + [f"- {k}: {v}" for k, v in run_info.items()] + [""]
+    lines += run_section(run_info)
     return "\n".join(lines)
 
 
@@ -173,18 +164,12 @@ def write_report(folder: str | Path, results: dict, config: AuxConfig, run_info:
     summary = summarize(results, config)
     if run_info:
         summary["run"] = run_info
-    files = {}
+    files = None
     if plots and summary["by_m"]:
         from .plots import render_plots
 
         files = render_plots(summary, results, folder / "plots")
-        summary["plots"] = {k: str(Path(v).relative_to(folder)) for k, v in files.items()}
-    text = render_markdown(summary, run_info)
-    if files:
-        text += "\n## Plots\n\n" + "\n".join(f"![{k}]({summary['plots'][k]})" for k in files) + "\n"
-    atomic_write_bytes(folder / "report.md", text.encode("utf-8"))
-    atomic_write_bytes(folder / "summary.json",
-                       (json.dumps(_finite(summary), indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    write_report_files(folder, summary, render_markdown(summary, run_info), files)
     return summary
 
 

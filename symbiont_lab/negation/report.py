@@ -15,12 +15,9 @@ every verdict is computed from the run's numbers.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
-import numpy as np
-
+from ..reporting import fmt, fmt_pub, paired, run_section, stat, verdict, write_report_files
 from .experiments import REPRESENTATION_TASKS, NegationConfig, mix_name
 from .tasks import REPRESENTATIONS
 
@@ -37,52 +34,6 @@ PUBLISHED_REPRESENTATION = {
 }
 METRIC_NAMES = {"easy": "easy acc (L=20)", "hard": "hard acc (L=20)", "extrapolation": "extrapolation (L=40)"}
 INPUT_NAMES = {"standard": "standard x_t", "neighbour": "neighbour x_t − x_{t−1}", "anchor": "anchor x_t − x_0"}
-
-
-# -- statistics ------------------------------------------------------------------------------------
-def stat(values) -> dict:
-    v = np.asarray(list(values), dtype=np.float64)
-    n = int(v.size)
-    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
-    return {"mean": float(v.mean()) if n else float("nan"), "sd": sd, "n": n,
-            "se": sd / math.sqrt(n) if n > 1 else float("nan"),
-            "min": float(v.min()) if n else float("nan"), "max": float(v.max()) if n else float("nan")}
-
-
-def paired(a, b) -> dict:
-    """Statistics of a − b over seeds."""
-    return stat(np.asarray(list(a), dtype=np.float64) - np.asarray(list(b), dtype=np.float64))
-
-
-def fmt(s: dict | None, sd: bool = True) -> str:
-    if not s or not s.get("n"):
-        return "—"
-    if sd and s["n"] > 1:
-        return f"{s['mean']:.1f} ± {s['sd']:.1f}"
-    return f"{s['mean']:.1f}"
-
-
-def fmt_pub(value) -> str:
-    mean, sd = value
-    return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
-
-
-def verdict(diff: dict, published: float | None, direction: int = 1) -> str:
-    """yes / partly / no for a paired difference against a published effect (see module doc).
-
-    ``published`` is the published size (its sign is the direction), or None where only the
-    ``direction`` (+1/−1) is published.
-    """
-    n, mean, se = diff["n"], diff["mean"], diff["se"]
-    if n < 2 or not math.isfinite(se):
-        return "n/a (needs ≥ 2 seeds)"
-    sign = float(np.sign(published)) if published else float(direction)
-    significant = sign * mean > 2 * se
-    if not significant:
-        return "no"
-    if published is None or abs(mean) >= 0.5 * abs(published):
-        return "yes"
-    return "partly"
 
 
 # -- summaries -------------------------------------------------------------------------------------
@@ -264,8 +215,7 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
             ours = _diff_text(e["ours"]) + (f"; {e['note']}" if e.get("note") else "")
             lines.append(f"| {e['effect']} | {e['published']} | {ours} | {e['verdict']} |")
         lines.append("")
-    if run_info:
-        lines += ["## Run", ""] + [f"- {k}: {v}" for k, v in run_info.items()] + [""]
+    lines += run_section(run_info)
     return "\n".join(lines)
 
 
@@ -280,33 +230,14 @@ def _variant_title(v: str) -> str:
 def write_report(folder: str | Path, results: dict, config: NegationConfig, run_info: dict | None = None,
                  plots: bool = True) -> dict:
     """Write report.md, summary.json and (``plots``) PNGs into ``folder``; returns the summary."""
-    from mlx_hooks.atomic_io import atomic_write_bytes
-
     folder = Path(folder)
     summary = summarize(results, config)
     if run_info:
         summary["run"] = run_info
-    files = {}
+    files = None
     if plots:
         from .plots import render_plots
 
         files = render_plots(summary, folder / "plots")
-        summary["plots"] = {k: str(Path(v).relative_to(folder)) for k, v in files.items()}
-    text = render_markdown(summary, run_info)
-    if files:
-        text += "\n## Plots\n\n" + "\n".join(f"![{k}]({summary['plots'][k]})" for k in files) + "\n"
-    atomic_write_bytes(folder / "report.md", text.encode("utf-8"))
-    atomic_write_bytes(folder / "summary.json",
-                       (json.dumps(_finite(summary), indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    write_report_files(folder, summary, render_markdown(summary, run_info), files)
     return summary
-
-
-def _finite(obj):
-    """NaN/inf → None, so summary.json is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -11,11 +11,10 @@ the trait) on the main probe.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
+from ..reporting import json_safe
 from .config import config_from_dict
 from .run import RunFolder, RunFolderError, dump_json, read_json
 from .run_plan import make_plan
@@ -295,19 +294,9 @@ def write_report(run_dir: str | os.PathLike, *, plots: bool = True) -> dict:
         from .plots import render_plots
 
         metrics["plots"] = {k: str(p.relative_to(run_dir)) for k, p in render_plots(metrics, run_dir / "plots").items()}
-    dump_json(run_dir / "metrics.json", _json_safe(metrics))
+    dump_json(run_dir / "metrics.json", json_safe(metrics))
     atomic_write_bytes(run_dir / "summary.md", render_summary(metrics).encode("utf-8"))
     return metrics
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 __all__ = ["build_metrics", "render_summary", "verdict", "write_report"]
