@@ -62,33 +62,46 @@ def write_chat_dataset(out_dir: str | Path, pairs: Sequence[Pair], *, valid_frac
     return paths
 
 
-def read_chat_dataset(path: str | Path) -> list[Pair]:
-    """Read a chat JSONL file back into (user, assistant) pairs.
-
-    Every line must be a complete record with one user and one assistant message (a
-    system message is allowed and ignored); errors name the file and the line.
-    """
-    path = Path(path)
+def _numbered_records(path: Path, error: type[Exception]) -> list[tuple[str, dict]]:
+    """(``"<file>, line <n>"``, record) for every non-blank line of a chat JSONL file; each must be a
+    complete JSON object with a ``"messages"`` list, else ``error`` names the file and the line."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read the dataset ({exc})") from exc
-    if lines and lines[-1] == "":
-        lines.pop()
-    pairs: list[Pair] = []
+        raise error(f"{path}: cannot read the dataset ({exc})") from exc
+    last = max((number for number, line in enumerate(lines, start=1) if line.strip()), default=0)
+    out = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():  # blank lines (the final newline, a hand-edited file) carry no record
+            continue
         where = f"{path}, line {number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            last = number == len(lines)
-            hint = " (the file looks truncated)" if last else ""
-            raise DatasetError(f"{where}: not a complete JSON record{hint}: {exc.msg}") from exc
-        messages = record.get("messages") if isinstance(record, dict) else None
-        if not isinstance(messages, list):
-            raise DatasetError(f"{where}: expected an object with a \"messages\" list")
+            hint = " (the file looks truncated)" if number == last else ""
+            raise error(f"{where}: not a complete JSON record{hint}: {exc.msg}") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+            raise error(f"{where}: expected an object with a \"messages\" list (mlx-lm chat format)")
+        out.append((where, record))
+    return out
+
+
+def read_chat_records(path: str | Path, error: type[Exception] = DatasetError) -> list[dict]:
+    """The records of a chat JSONL file as mlx-lm's chat datasets take them (system prompts and
+    multi-turn conversations kept); a bad line raises ``error`` naming the file and the line."""
+    return [record for _, record in _numbered_records(Path(path), error)]
+
+
+def read_chat_dataset(path: str | Path) -> list[Pair]:
+    """Read a chat JSONL file back into (user, assistant) pairs.
+
+    Every record must have one user and one assistant message (a system message is allowed
+    and ignored); errors name the file and the line.
+    """
+    pairs: list[Pair] = []
+    for where, record in _numbered_records(Path(path), DatasetError):
         turns = {}
-        for message in messages:
+        for message in record["messages"]:
             if not isinstance(message, dict) or not isinstance(message.get("content"), str):
                 raise DatasetError(f"{where}: each message needs a \"role\" and a string \"content\"")
             turns.setdefault(message.get("role"), message["content"])

@@ -21,7 +21,6 @@ The adapter folder is the one ``mlx_lm.generate --adapter-path`` reads
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import mlx.optimizers as optim
 
 from mlx_hooks.errors import SymbiontError
 
+from .dataset import read_chat_records
 from .student_checkpoint import (
     ADAPTER_CONFIG,
     ADAPTERS_FILE,
@@ -180,22 +180,6 @@ def strip_lora(model) -> None:
     remove_lora_layers(model)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise StudentError(f"{path}: line {number} is not valid JSON ({exc.msg}); truncated or corrupt") from None
-            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-                raise StudentError(f"{path}: line {number} has no \"messages\" list (mlx-lm chat format)")
-            rows.append(row)
-    return rows
-
-
 def load_chat_datasets(dataset_dir: str | Path, tokenizer, config: LoRAConfig):
     """mlx-lm ``CacheDataset``\\ s for ``train.jsonl`` and (if present) ``valid.jsonl``."""
     from types import SimpleNamespace
@@ -207,12 +191,12 @@ def load_chat_datasets(dataset_dir: str | Path, tokenizer, config: LoRAConfig):
     if not train_path.is_file():
         raise StudentError(f"{folder}: no train.jsonl (expected an mlx-lm chat dataset folder)")
     options = SimpleNamespace(mask_prompt=config.mask_prompt)
-    train_rows = _read_jsonl(train_path)
+    train_rows = read_chat_records(train_path, StudentError)
     if len(train_rows) < config.batch_size:
         raise StudentError(f"{train_path}: {len(train_rows)} examples, fewer than batch_size {config.batch_size}")
     train = CacheDataset(create_dataset(train_rows, tokenizer, options))
     valid_path = folder / "valid.jsonl"
-    valid_rows = _read_jsonl(valid_path) if valid_path.is_file() else []
+    valid_rows = read_chat_records(valid_path, StudentError) if valid_path.is_file() else []
     valid = CacheDataset(create_dataset(valid_rows, tokenizer, options)) if len(valid_rows) >= config.batch_size else None
     return train, valid
 
