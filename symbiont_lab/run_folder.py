@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from mlx_hooks.atomic_io import atomic_write_bytes
 
@@ -98,4 +100,72 @@ def read_runs(folder: Path, error: type[Exception] = ValueError) -> list:
     return read_json(path, "run log", error) if path.exists() else []
 
 
-__all__ = ["append_run", "differences", "dump_json", "prepare_config", "read_json", "read_runs", "run_entry"]
+@dataclass
+class SeedResults:
+    """A run folder with one atomically written result file per (group, seed) — a group is what a
+    lab sweeps over (the negation lab's experiment, the aux-logits lab's m) — plus config.json and
+    runs.json. Subclasses name the group's JSON key and folder, and may check a result's contents."""
+
+    path: Path
+    group_key: ClassVar[str] = "group"
+    """The key of the group in a result file (``"experiment"``, ``"m"``)."""
+    error: ClassVar[type[Exception]] = ValueError
+    """What a damaged or foreign file raises (the message names the file)."""
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def group_dir(self, group) -> str:
+        """The folder under ``results/`` holding a group's seed files."""
+        return str(group)
+
+    def describe(self, group) -> str:
+        """A group as error messages name it."""
+        return str(group)
+
+    def valid_result(self, result: dict) -> bool:
+        """Whether a stored result has what this lab's reports read (any dict by default)."""
+        return True
+
+    def result_path(self, group, seed: int) -> Path:
+        return self.path / "results" / self.group_dir(group) / f"seed_{seed:03d}.json"
+
+    def load_result(self, group, seed: int) -> dict | None:
+        """The stored record of (group, seed), None if it has not been computed yet."""
+        path = self.result_path(group, seed)
+        if not path.exists():
+            return None
+        data = read_json(path, "result file", self.error)
+        if (not isinstance(data, dict) or data.get(self.group_key) != group or data.get("seed") != seed
+                or not isinstance(data.get("result"), dict) or not self.valid_result(data["result"])):
+            raise self.error(f"{path}: not the result of {self.describe(group)} seed {seed}; delete it to recompute")
+        return data
+
+    def save_result(self, group, seed: int, result: dict, unit_seeds: list[int], seconds: float) -> None:
+        dump_json(self.result_path(group, seed), {
+            self.group_key: group, "seed": seed, "result": result,
+            "unit": {"seeds": unit_seeds, "seconds": round(seconds, 2)},
+        })
+
+    def collect(self, seeds: dict) -> dict:
+        """Finished results ``{group: {seed: result}}`` among seeds ``0..seeds[group]-1`` of each group."""
+        out = {}
+        for group, count in seeds.items():
+            found = {}
+            for seed in range(count):
+                data = self.load_result(group, seed)
+                if data is not None:
+                    found[seed] = data["result"]
+            out[group] = found
+        return out
+
+    def log_run(self, entry: dict) -> None:
+        append_run(self.path, entry, self.error)
+
+    def runs(self) -> list:
+        """The entries of runs.json, one per invocation."""
+        return read_runs(self.path, self.error)
+
+
+__all__ = ["SeedResults", "append_run", "differences", "dump_json", "prepare_config", "read_json", "read_runs", "run_entry"]

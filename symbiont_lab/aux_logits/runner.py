@@ -25,9 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from .. import run_folder
 from ..progress import ProgressLog
-from ..run_folder import dump_json, prepare_config, run_entry
+from ..run_folder import SeedResults, prepare_config, run_entry
 from .data import AuxDataError, Dataset, load_dataset
 from .experiments import ROLES, AuxConfig, UnitProgress, run_unit, unit_steps
 
@@ -41,20 +40,20 @@ class AuxRunError(AuxDataError):
     """A run folder whose files do not fit this run (names the file)."""
 
 
-def read_json(path: Path, what: str):
-    return run_folder.read_json(path, what, AuxRunError)
+class RunFolder(SeedResults):
+    """results/m003/seed_NNN.json (:class:`~symbiont_lab.run_folder.SeedResults`)."""
 
+    group_key = "m"
+    error = AuxRunError
 
-@dataclass
-class RunFolder:
-    path: Path
+    def group_dir(self, m: int) -> str:
+        return f"m{m:03d}"
 
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
+    def describe(self, m: int) -> str:
+        return f"m={m}"
 
-    def result_path(self, m: int, seed: int) -> Path:
-        return self.path / "results" / f"m{m:03d}" / f"seed_{seed:03d}.json"
+    def valid_result(self, result: dict) -> bool:
+        return set(result.get("accuracy", {})) == set(ROLES)
 
     def prepare(self, config: AuxConfig, data: Dataset) -> None:
         """Write config.json, or check an existing one against ``config`` and ``data``."""
@@ -63,40 +62,9 @@ class RunFolder:
                                           "data_source": data.source},
                        expect={"lab": "aux-logits"}, kind="an aux-logits run configuration", error=AuxRunError)
 
-    def load_result(self, m: int, seed: int) -> dict | None:
-        path = self.result_path(m, seed)
-        if not path.exists():
-            return None
-        data = read_json(path, "result file")
-        ok = (isinstance(data, dict) and data.get("m") == m and data.get("seed") == seed
-              and isinstance(data.get("result"), dict)
-              and set(data["result"].get("accuracy", {})) == set(ROLES))
-        if not ok:
-            raise AuxRunError(f"{path}: not the result of m={m} seed {seed}; delete it to recompute")
-        return data
-
-    def save_result(self, m: int, seed: int, result: dict, unit_seeds: list[int], seconds: float) -> None:
-        dump_json(self.result_path(m, seed), {"m": m, "seed": seed, "result": result,
-                                              "unit": {"seeds": unit_seeds, "seconds": round(seconds, 2)}})
-
     def results(self, config: AuxConfig) -> dict[int, dict[int, dict]]:
         """Finished results of the (m, seed) pairs ``config`` asks for: ``{m: {seed: result}}``."""
-        out = {}
-        for m in config.aux:
-            found = {}
-            for seed in range(config.seeds):
-                data = self.load_result(m, seed)
-                if data is not None:
-                    found[seed] = data["result"]
-            out[m] = found
-        return out
-
-    def log_run(self, entry: dict) -> None:
-        run_folder.append_run(self.path, entry, AuxRunError)
-
-    def runs(self) -> list:
-        """The entries of runs.json, one per invocation."""
-        return run_folder.read_runs(self.path, AuxRunError)
+        return self.collect({m: config.seeds for m in config.aux})
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..progress import ProgressLog
-from ..run_folder import append_run, dump_json, prepare_config, read_json, read_runs, run_entry
+from ..run_folder import SeedResults, prepare_config, run_entry
 from .experiments import EXPERIMENTS, NegationConfig, run_unit, unit_cost
 
 FORMAT_VERSION = 1
@@ -41,16 +41,10 @@ class Unit:
     cost: float = 0.0
 
 
-@dataclass
-class RunFolder:
-    path: Path
+class RunFolder(SeedResults):
+    """results/<experiment>/seed_NNN.json (:class:`~symbiont_lab.run_folder.SeedResults`)."""
 
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    def result_path(self, experiment: str, seed: int) -> Path:
-        return self.path / "results" / experiment / f"seed_{seed:03d}.json"
+    group_key = "experiment"
 
     def prepare(self, config: NegationConfig) -> None:
         """Write config.json, or check an existing one against ``config``."""
@@ -58,40 +52,9 @@ class RunFolder:
                        expect={"format": FORMAT_VERSION}, error=ValueError,
                        kind=f"a negation-lab run configuration (format {FORMAT_VERSION})")
 
-    def load_result(self, experiment: str, seed: int) -> dict | None:
-        path = self.result_path(experiment, seed)
-        if not path.exists():
-            return None
-        data = read_json(path, "result file")
-        if (not isinstance(data, dict) or data.get("experiment") != experiment or data.get("seed") != seed
-                or not isinstance(data.get("result"), dict)):
-            raise ValueError(f"{path}: not the result of {experiment} seed {seed}; delete it to recompute")
-        return data
-
-    def save_result(self, experiment: str, seed: int, result: dict, unit_seeds: list[int], seconds: float) -> None:
-        dump_json(self.result_path(experiment, seed), {
-            "experiment": experiment, "seed": seed, "result": result,
-            "unit": {"seeds": unit_seeds, "seconds": round(seconds, 2)},
-        })
-
     def results(self, config: NegationConfig) -> dict[str, dict[int, dict]]:
         """Finished results of the seeds ``config`` asks for, by experiment and seed."""
-        out = {}
-        for experiment in config.experiments:
-            found = {}
-            for seed in range(config.seeds_of(experiment)):
-                data = self.load_result(experiment, seed)
-                if data is not None:
-                    found[seed] = data["result"]
-            out[experiment] = found
-        return out
-
-    def log_run(self, entry: dict) -> None:
-        append_run(self.path, entry)
-
-    def runs(self) -> list:
-        """The entries of runs.json, one per invocation."""
-        return read_runs(self.path)
+        return self.collect({experiment: config.seeds_of(experiment) for experiment in config.experiments})
 
 
 DEFAULT_CHUNK_SEEDS = {"sorted": 8, "collapse": 2, "representation": 2}
