@@ -28,5 +28,15 @@ def lab_subparsers(subparsers):
     return getattr(parser, _GROUP)
 
 
+def machine_description() -> str:
+    """The "machine" line of a lab report: architecture, cores, MLX version and device."""
+    import os
+    import platform
+
+    import mlx.core as mx
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, MLX {mx.__version__} on {mx.default_device()}"
+
+
 def register(subparsers) -> None:
     lab_subparsers(subparsers)

@@ -12,12 +12,10 @@ the report. Re-running the same command computes only the (m, seed) pairs that a
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
-from .lab import lab_subparsers
+from .lab import lab_subparsers, machine_description
 from .lab_negation import _positive
 
 
@@ -61,8 +59,6 @@ def cmd_aux_logits(args) -> int:
     data = load_dataset(args.mnist)
     say(f"aux-logits lab ({data.name}: {len(data.x_train)} train / {len(data.x_test)} test) -> {out}")
     summary = run_lab(config, out, data=data, chunk_seeds=args.chunk_seeds, progress=say)
-    import mlx.core as mx
-
     runs = RunFolder(out).runs()
     config.dataset = data.name
     info = {
@@ -70,7 +66,7 @@ def cmd_aux_logits(args) -> int:
                              + (" (some interrupted)" if any(r.get("interrupted") for r in runs) else ""),
         "this invocation": (f"computed {sum(len(v) for v in summary.computed.values())} (m, seed) result(s) in "
                             f"{summary.wall_s:.0f} s" if summary.computed else "nothing left to compute"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, MLX {mx.__version__} on {mx.default_device()}",
+        "machine": machine_description(),
         "data": data.source,
         "run folder": str(out),
     }

@@ -13,12 +13,10 @@ prints the report. Re-running the same command computes only the seeds that are 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from pathlib import Path
 
-from .lab import lab_subparsers
+from .lab import lab_subparsers, machine_description
 
 EXPERIMENT_NAMES = ("sorted", "collapse", "representation")
 
@@ -84,8 +82,6 @@ def cmd_negation(args) -> int:
                       verbose=not args.quiet)
     folder = RunFolder(out)
     runs = folder.runs()
-    import mlx.core as mx
-
     info = {
         "compute wall time": f"{sum(r.get('wall_s', 0) for r in runs):.0f} s over {len(runs)} invocation(s) "
                              f"(CPU time {sum(r.get('cpu_s', 0) for r in runs):.0f} s; per invocation: "
@@ -93,7 +89,7 @@ def cmd_negation(args) -> int:
                                          + (" (interrupted)" if r.get("interrupted") else "") for r in runs) + ")",
         "this invocation": (f"computed {sum(len(v) for v in summary.computed.values())} seed result(s) in "
                             f"{summary.wall_s:.0f} s" if summary.computed else "nothing left to compute"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, MLX {mx.__version__} on {mx.default_device()}",
+        "machine": machine_description(),
         "run folder": str(out),
     }
     results = folder.results(config)
