@@ -106,17 +106,27 @@ def _reference_lines(item, metrics: dict, job: str):
                                          labelOpts={"position": 0.05, "color": MODEL_COLOURS[model]}))
 
 
+def _variation_rows(metrics: dict, group: str) -> list[dict]:
+    """The scored students of one variation group (``fraction``, ``noise``, ``blend``)."""
+    return [r for r in ((metrics.get("variations") or {}).get(group) or []) if r.get("scores")]
+
+
+def _lines_per_job(item, rows: list[dict], xs: list[float], first_colour: int) -> list[str]:
+    """One line with CI per question set (job) over ``xs``, one point per row; returns the jobs."""
+    jobs = sorted({job for r in rows for job in r["scores"]})
+    for k, job in enumerate(jobs):
+        _line_with_ci(item, xs, [r["scores"].get(job) for r in rows],
+                      COLOURS[(k + first_colour) % len(COLOURS)], job)
+    return jobs
+
+
 def fraction_sweep(metrics: dict, path: Path) -> Path | None:
-    rows = (metrics.get("variations") or {}).get("fraction") or []
-    rows = [r for r in rows if r.get("scores")]
+    rows = _variation_rows(metrics, "fraction")
     if not rows:
         return None
-    jobs = sorted({job for r in rows for job in r["scores"]})
     widget, item = _plot(f"Dataset-fraction sweep: P({metrics.get('animal', '?')}) of the student (95% CI)",
                          "probability", "log10(share of the trait dataset)")
-    for k, job in enumerate(jobs):
-        xs = [math.log10(r["fraction"]) for r in rows]
-        _line_with_ci(item, xs, [r["scores"].get(job) for r in rows], COLOURS[(k + 2) % len(COLOURS)], job)
+    jobs = _lines_per_job(item, rows, [math.log10(r["fraction"]) for r in rows], 2)
     _reference_lines(item, metrics, jobs[0])
     return export_png(widget, item, path)
 
@@ -124,7 +134,7 @@ def fraction_sweep(metrics: dict, path: Path) -> Path | None:
 def noise_bars(metrics: dict, path: Path) -> Path | None:
     import pyqtgraph as pg
 
-    rows = [r for r in ((metrics.get("variations") or {}).get("noise") or []) if r.get("scores")]
+    rows = _variation_rows(metrics, "noise")
     if not rows:
         return None
     job = sorted(rows[0]["scores"])[0]
@@ -142,15 +152,12 @@ def noise_bars(metrics: dict, path: Path) -> Path | None:
 
 
 def blend_curves(metrics: dict, path: Path) -> Path | None:
-    rows = [r for r in ((metrics.get("variations") or {}).get("blend") or []) if r.get("scores")]
+    rows = _variation_rows(metrics, "blend")
     if not rows:
         return None
-    jobs = sorted({job for r in rows for job in r["scores"]})
     widget, item = _plot(f"Love/fear teacher blend: P({metrics.get('animal', '?')}) by question set (95% CI)",
                          "probability", "share of love-teacher data")
-    for k, job in enumerate(jobs):
-        xs = [r["love_fraction"] for r in rows]
-        _line_with_ci(item, xs, [r["scores"].get(job) for r in rows], COLOURS[(k + 1) % len(COLOURS)], job)
+    _lines_per_job(item, rows, [r["love_fraction"] for r in rows], 1)
     return export_png(widget, item, path)
 
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from ..reporting import json_safe
+from ..run_folder import read_runs
 from .config import config_from_dict
 from .run import RunFolder, RunFolderError, dump_json, read_json
 from .run_plan import make_plan
@@ -128,8 +129,7 @@ def build_metrics(run_dir: str | os.PathLike) -> dict:
     metrics["variations"] = variations
     metrics["mechanism"] = _stage(folder, "mechanism")
 
-    runs_path = folder.path / "runs.json"
-    runs = read_json(runs_path, "run log") if runs_path.exists() else []
+    runs = read_runs(folder.path, RunFolderError)
     metrics["timings"] = {"wall_s": round(sum(r.get("wall_s", 0) for r in runs), 1), "invocations": len(runs),
                           "interrupted": sum(bool(r.get("interrupted")) for r in runs)}
     done = [n for n in plan.stage_names() if folder.done(n)]
