@@ -77,12 +77,15 @@ def test_meters_panel_bars_record_and_actions(qtbot, fake):
     session.handle_event(ReplyStarted(1, 10, "hi"))
     _token(session, 1, 0, [(3, 2.0), (7, 1.0)])
     _token(session, 1, 1, [(7, 4.0), (5, 0.5), (3, 0.25)])
+    assert panel.reading_redraw.pending  # per-token readings are coalesced into one redraw
+    panel.flush()
     # The newest token's latents, strongest first, with their labels
     assert [panel.table.item(r, 0).text() for r in range(3)] == ["7", "5", "3"]
     assert panel.table.item(0, 2).text() == "label 7"
     np.testing.assert_allclose(panel.bars.opts["width"], [4.0, 0.5, 0.25])
     # Clicking a token in the chat moves the meters to it
     session.conversation.selected_position = 10
+    panel.flush()
     assert [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())] == ["3", "7"]
     # Click a latent -> its record is asked for, then shown
     qtbot.mouseClick(panel.table.viewport(), Qt.LeftButton, pos=panel.table.visualItemRect(panel.table.item(1, 0)).center())
@@ -97,6 +100,7 @@ def test_meters_panel_bars_record_and_actions(qtbot, fake):
     session.handle_event(WatchedChanged(engine.live[-1].request_id, (7,)))
     assert panel.actions.watch_button.text() == "Unwatch" and 7 in panel.curves
     _token(session, 1, 2, [(1, 1.0)], watched={7: 0.75})
+    panel.flush()
     x, y = panel.curves[7].getData()
     np.testing.assert_allclose(y, [1.0, 4.0, 0.75])  # from the tops before watching, then the watched value
     panel.actions.value.setValue(3.0)
@@ -266,7 +270,7 @@ def test_end_to_end_tiny_model(qtbot, tiny_folder, tmp_path, monkeypatch):
     _idle(qtbot, window)
     assert sae_panel.model.info is not None and sae_panel.table.rowCount() > 0
     _reply(qtbot, window, "hello", 4)
-    assert meters.table.rowCount() > 0  # meters show latents
+    qtbot.waitUntil(lambda: meters.table.rowCount() > 0, timeout=2000)  # meters show latents (coalesced redraw)
     steering.positive.setPlainText("I love it\ngreat")
     steering.negative.setPlainText("I hate it\nawful")
     steering.layer.setValue(1)
@@ -319,7 +323,8 @@ def test_end_to_end_default_model_with_shipped_sae(qtbot, tmp_path, monkeypatch)
     _idle(qtbot, window)
     assert sae_panel.model.info.d_sae == 4608 and any(sae_panel.model.info.labels)
     before = [t.token for t in _reply(qtbot, window, "Name a colour.", 8)]
-    assert meters.table.rowCount() > 0 and meters.table.item(0, 2).text()  # labelled latents
+    qtbot.waitUntil(lambda: meters.table.rowCount() > 0, timeout=2000)  # coalesced redraw
+    assert meters.table.item(0, 2).text()  # labelled latents
     latent = int(meters.table.item(0, 0).text())
     meters.model.select(latent)
     meters.actions.value.setValue(10.0)

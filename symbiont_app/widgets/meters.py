@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..session.meters import MetersModel
+from .throttle import Coalescer
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
@@ -114,6 +115,10 @@ class MetersPanel(QWidget):
         layout.addWidget(top, 3)
         layout.addWidget(self.actions)
         layout.addWidget(bottom, 3)
+        # A reading arrives with every token; the bars, table and strip repaint at most ~8 times a
+        # second (painting them costs ~15 ms here, per token it pushed event-loop gaps past 50 ms).
+        self._ticks: list | None = None
+        self.reading_redraw = Coalescer(self._redraw_reading_and_watched, 120, self)
         self._unsubscribe = [self.model.subscribe(self._on_model), self.model.sae.subscribe(self._on_sae)]
         self._redraw_reading()
         self._redraw_watched()
@@ -121,8 +126,7 @@ class MetersPanel(QWidget):
 
     def _on_model(self, what: str) -> None:
         if what == "reading":
-            self._redraw_reading()
-            self._redraw_watched()
+            self.reading_redraw.request()
         elif what == "watched":
             self._redraw_watched()
             self.actions.refresh()
@@ -134,17 +138,31 @@ class MetersPanel(QWidget):
             self.actions.refresh()
             self._redraw_reading()
 
+    def flush(self) -> None:
+        """Draw a pending reading now (before a screenshot, in tests)."""
+        self.reading_redraw.flush()
+
+    def _redraw_reading_and_watched(self) -> None:
+        self._redraw_reading()
+        self._redraw_watched()
+
     def _redraw_reading(self) -> None:
         top = self.model.current()
         values = np.array([v for _, v, _ in top], dtype=np.float64)
         y = np.arange(len(top), dtype=np.float64)
         self.bars.setOpts(x0=np.zeros(len(top)), y=y, width=values, height=0.7)
-        self.bars_plot.getAxis("left").setTicks([[(i, f"{latent} {label[:22]}") for i, (latent, _, label)
-                                                  in enumerate(top)]])
+        ticks = [[(i, f"{latent} {label[:22]}") for i, (latent, _, label) in enumerate(top)]]
+        if ticks != self._ticks:  # re-laying out the axis is a large part of a repaint
+            self._ticks = ticks
+            self.bars_plot.getAxis("left").setTicks(ticks)
         self.table.setRowCount(len(top))
         for row, (latent, value, label) in enumerate(top):
             for col, text in enumerate((str(latent), f"{value:.3f}", label)):
-                self.table.setItem(row, col, QTableWidgetItem(text))
+                item = self.table.item(row, col)
+                if item is None:
+                    self.table.setItem(row, col, QTableWidgetItem(text))
+                elif item.text() != text:
+                    item.setText(text)
         position = self.model.focus_position()
         info = self.model.sae.info
         if info is None:
@@ -165,8 +183,8 @@ class MetersPanel(QWidget):
             if latent not in self.curves:
                 colour = COLOURS[i % len(COLOURS)]
                 label = self.model.sae.label(latent)
-                self.curves[latent] = self.strip.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o",
-                                                      symbolSize=4, symbolBrush=colour,
+                # No point symbols: one per generated token made every repaint slower as the chat grew.
+                self.curves[latent] = self.strip.plot([], [], pen=pg.mkPen(colour, width=2),
                                                       name=f"{latent} {label[:18]}", connect="finite")
             self.curves[latent].setData(positions.astype(np.float64), values[i].astype(np.float64))
 
