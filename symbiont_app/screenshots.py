@@ -35,32 +35,14 @@ def _say(message: str) -> None:
     print(f"[{time.monotonic() - _START:6.1f} s] {message}", flush=True)
 
 
-def _load_shipped_sae(app, session, timeout: float) -> None:
-    """Load the shipped SAE of the default model (when the SAE panel's requests exist)."""
-    try:
-        from .session.sae import SaeModel
-    except ImportError:
-        _say("screenshots: the SAE panel is not available; conversation only")
-        return
-    from .bundle import shipped_sae_root
+def _demo(app, session, timeout: float, stage: str) -> None:
+    """The panels' part of the script (``session/panels_demo.py``): before the conversation the
+    shipped SAE and a switched-off steering vector; after it watched latents, a latent's
+    record, the logit lens and an activation-patching map."""
+    from .session import panels_demo
 
-    folders = sorted(p.parent for p in shipped_sae_root().rglob("cfg.json"))
-    if not folders:
-        _say(f"screenshots: no shipped SAE under {shipped_sae_root()}; conversation only")
-        return
-    sae = SaeModel.of(session)
-    sae.load(str(folders[0]))
-    _wait(app, lambda: sae.info is not None or not session.active, timeout, "the SAE to load")
-    _say(f"screenshots: SAE {sae.info.sae_id if sae.info else '(failed)'} loaded")
-
-
-def _run_lens(app, session, timeout: float) -> None:
-    try:
-        from .session.lens import LensModel
-    except ImportError:
-        return
-    LensModel.of(session).run_lens()
-    _wait(app, lambda: not session.active, timeout, "the logit lens")
+    getattr(panels_demo, stage)(session)
+    _wait(app, lambda: not session.active, timeout, f"the panels' {stage.replace('_', ' ')} requests")
 
 
 def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: float = 600.0,
@@ -85,8 +67,11 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
         _say(f"screenshots: model {session.model_info.name} loaded")
         session.models.request_estimate(model_spec)  # the picker shows it against the budget
         _wait(app, lambda: not session.active, timeout, "the memory estimate")
-        if session.models.loading_spec in ("default", "") or model_spec == "default":
-            _load_shipped_sae(app, session, timeout)
+        _demo(app, session, timeout, "before_conversation")
+        from .session.sae import SaeModel
+
+        sae = SaeModel.of(session).info
+        _say(f"screenshots: SAE {sae.sae_id if sae else '(none: conversation without meters)'}")
         chat = window.chat
         chat.max_tokens.setValue(max_tokens)
         for prompt in SCRIPT:
@@ -98,7 +83,7 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
         tokens = session.conversation.tokens
         if tokens:
             session.conversation.selected_position = tokens[min(len(tokens) - 1, len(tokens) // 2)].position
-        _run_lens(app, session, timeout)
+        _demo(app, session, timeout, "after_conversation")
     except Exception as exc:  # noqa: BLE001 - still save what the window shows
         _say(f"screenshots: {exc}")
         status = 1
