@@ -304,3 +304,22 @@ def test_screenshots_command_saves_every_panel(qtbot, tiny_folder, tmp_path, con
 
     image = QImage(str(out / "temperature.png"))
     assert not image.isNull() and image.width() >= 600
+
+
+@pytest.mark.gui
+def test_spaced_redraws_of_two_panels_land_in_separate_loop_iterations(qtbot):
+    """Two panels' coalesced redraws asked for by the same token fire >= SPACING_MS apart,
+    so their paints do not add up in one pass (benchmarks/gui_stall.py)."""
+    import time
+
+    from symbiont_app.widgets.throttle import SPACING_MS, Coalescer
+
+    fired: list[tuple[str, float]] = []
+    first = Coalescer(lambda: fired.append(("first", time.monotonic())), 10, spaced=True)
+    second = Coalescer(lambda: fired.append(("second", time.monotonic())), 10, spaced=True)
+    first.request()
+    second.request()
+    first.request()  # merged into the pending redraw
+    qtbot.waitUntil(lambda: len(fired) == 2, timeout=2000)
+    assert [name for name, _ in fired] == ["first", "second"]
+    assert (fired[1][1] - fired[0][1]) * 1000.0 >= SPACING_MS - 1

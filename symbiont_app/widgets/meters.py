@@ -118,7 +118,7 @@ class MetersPanel(QWidget):
         # A reading arrives with every token; the bars, table and strip repaint at most ~8 times a
         # second (painting them costs ~15 ms here, per token it pushed event-loop gaps past 50 ms).
         self._ticks: list | None = None
-        self.reading_redraw = Coalescer(self._redraw_reading_and_watched, 120, self)
+        self.reading_redraw = Coalescer(self._redraw_reading_and_watched, 120, self, spaced=True)
         self._unsubscribe = [self.model.subscribe(self._on_model), self.model.sae.subscribe(self._on_sae)]
         self._redraw_reading()
         self._redraw_watched()

@@ -54,8 +54,8 @@ class TemperaturePanel(QWidget):
         layout.addWidget(self.series_plot, 1)
         layout.addLayout(right, 1)
         # While tokens stream, redraw at most ~8 times a second (see widgets/throttle.py).
-        self.series_redraw = Coalescer(self._redraw_series, 120, self)
-        self.distribution_redraw = Coalescer(self._redraw_distribution, 120, self)
+        self.series_redraw = Coalescer(self._redraw_series, 120, self, spaced=True)
+        self.distribution_redraw = Coalescer(self._redraw_distribution, 120, self, spaced=True)
         self._unsubscribe = self.view.subscribe(self._on_view)
         self._update_labels()
         self._redraw_series()
