@@ -83,7 +83,13 @@ def run_rank(args) -> dict:
     if config.batch_size % group.size():
         raise SystemExit(f"batch size {config.batch_size} does not divide over {group.size()} processes")
     loaded = load_model(args.model, runtime_dtype=args.runtime_dtype)
-    result = train_student(loaded, args.data, args.adapter_dir, config)
+    # Every rank checkpoints (so each can resume), but each into its own folder: in a shared one a
+    # rank starting late read the other's checkpoint as its own resume point and failed.
+    work_dir = Path(args.adapter_dir)
+    if group.rank() > 0:
+        work_dir = work_dir / f"rank{group.rank()}-work"
+        work_dir.mkdir(parents=True, exist_ok=True)
+    result = train_student(loaded, args.data, work_dir, config)
     if args.save_every_rank:
         from .student_checkpoint import _save_safetensors
 
@@ -91,6 +97,11 @@ def run_rank(args) -> dict:
         _save_safetensors(Path(args.adapter_dir) / f"rank{group.rank()}.safetensors", weights)
     summary = {"rank": group.rank(), "size": group.size(), "steps": result.steps_done,
                "first_loss": result.losses[0][1] if result.losses else None, "final_loss": result.final_loss}
+    if args.save_every_rank:
+        # Also on disk: mlx.launch relays the ranks' stdout, and a line can be lost when a rank exits.
+        from mlx_hooks.atomic_io import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.adapter_dir) / f"rank{group.rank()}.json", json.dumps(summary).encode())
     print(json.dumps(summary), flush=True)
     return summary
 
