@@ -18,7 +18,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from .points import ModelAdapter
+from .architectures import dims_of
 
 SAMPLES_PER_TENSOR = 4096
 
@@ -82,24 +82,14 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def fingerprint_model(model: nn.Module) -> ModelFingerprint:
-    args = getattr(model, "args", None)
-    adapter = ModelAdapter(model)
-
-    def arg(*names, default=0):
-        for n in names:
-            value = getattr(args, n, None)
-            if value is not None:
-                return int(value)
-        return default
-
-    n_heads = arg("num_attention_heads", "n_heads")
+    dims = dims_of(model)
     return ModelFingerprint(
-        architecture=str(getattr(args, "model_type", type(model).__module__.rsplit(".", 1)[-1])),
-        d_model=adapter.d_model,
-        n_layers=adapter.n_layers,
-        n_heads=n_heads,
-        n_kv_heads=arg("num_key_value_heads", "n_kv_heads", default=n_heads),
-        d_mlp=arg("intermediate_size", "hidden_dim"),
-        vocab_size=arg("vocab_size"),
+        architecture=dims.architecture,
+        d_model=dims.d_model,
+        n_layers=dims.n_layers,
+        n_heads=dims.n_heads,
+        n_kv_heads=dims.n_kv_heads,
+        d_mlp=dims.d_mlp,
+        vocab_size=dims.vocab_size,
         weights_hash=weights_hash(model),
     )

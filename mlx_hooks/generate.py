@@ -20,6 +20,7 @@ from mlx_lm.generate import stream_generate
 from mlx_lm.models.cache import make_prompt_cache
 
 from .activation_cache import ActivationRecorder, CacheConfig
+from .architectures import dims_of
 from .errors import ContextLengthError
 from .hooks import HookSession
 from .interventions import Intervention
@@ -72,12 +73,8 @@ class GenerationStep:
 
 
 def context_length(model: nn.Module) -> int | None:
-    args = getattr(model, "args", None)
-    for attr in ("max_position_embeddings", "context_length", "max_seq_len"):
-        value = getattr(args, attr, None) if args is not None else None
-        if value:
-            return int(value)
-    return None
+    """The model's trained context length (from its architecture entry), if known."""
+    return dims_of(model).context_length
 
 
 def encode_prompt(tokenizer, prompt: str | Sequence[int]) -> list[int]:

@@ -22,7 +22,7 @@ import mlx.nn as nn
 
 from .activation_cache import ActivationRecorder, CacheConfig
 from .interventions import ForwardContext, Intervention
-from .points import HookPoint, ModelAdapter, _unwrap
+from .points import HookPoint, ModelAdapter
 
 
 class _HookWrapper(nn.Module):
@@ -30,13 +30,14 @@ class _HookWrapper(nn.Module):
 
     _is_hook_wrapper = True
 
-    def __init__(self, inner: nn.Module, session: "HookSession", role: str, layer: int = -1):
+    def __init__(self, inner: nn.Module, session: "HookSession", role: str, layer: int = -1, reads_input: bool = False):
         super().__init__()
         self.inner = inner
         # Plain attributes (not arrays/modules) stay out of the parameter tree.
         object.__setattr__(self, "_session", session)
         object.__setattr__(self, "_role", role)
         object.__setattr__(self, "_layer", layer)
+        object.__setattr__(self, "_reads_input", reads_input)
 
     def __getattr__(self, name: str) -> Any:
         # mlx-lm reads attributes of layers and modules (e.g. `use_sliding` in
@@ -60,6 +61,9 @@ class _HookWrapper(nn.Module):
             if isinstance(out, tuple):  # some blocks return (hidden, extras)
                 return (session._handle(f"resid_post.{self._layer}", out[0]), *out[1:])
             return session._handle(f"resid_post.{self._layer}", out)
+        if self._reads_input:  # attn_z / mlp_hidden: the input of an output or down projection
+            x, *rest = args
+            return self["inner"](session._handle(role, x), *rest, **kwargs)
         out = self["inner"](*args, **kwargs)
         return session._handle(role, out)  # role is the point name (embed, attn_out.i, mlp_out.i)
 
@@ -121,7 +125,10 @@ class HookSession:
             edited = intervention(x, ctx)
             x = edited if edited.dtype == x.dtype else edited.astype(x.dtype)
         if point in self.capture_points:
-            self.recorder.record(point, x, ctx.start)
+            # A fresh array object: the model may go on to change `x` in place (gemma3's
+            # `h *= sqrt(d)` right after the embedding), which would change a kept reference.
+            # Captures are read-outs, so they also leave the autograd graph here.
+            self.recorder.record(point, mx.stop_gradient(x), ctx.start)
         return x
 
     # -- wrapping ---------------------------------------------------------------------------
@@ -137,8 +144,8 @@ class HookSession:
         if not self._restore:
             # Wrap whatever is there now (another session's wrapper, when sessions nest),
             # so every attached session sees each forward call.
-            model, attr = self.model, self.adapter.backbone_attr
-            self._replace(model, attr, _HookWrapper(model[attr], self, "backbone"))
+            parent, attr = self.adapter.decoder_parent, self.adapter.backbone_attr
+            self._replace(parent, attr, _HookWrapper(parent[attr], self, "backbone"))
         if point.kind == "embed":
             self._replace(backbone, "embed_tokens", _HookWrapper(backbone["embed_tokens"], self, "embed"))
         elif point.kind in ("resid_pre", "resid_post"):
@@ -146,9 +153,9 @@ class HookSession:
             if getattr(layers[point.layer], "_session", None) is not self:  # not yet wrapped by this session
                 self._replace(layers, point.layer, _HookWrapper(layers[point.layer], self, "block", point.layer))
         else:
-            block = _unwrap(backbone["layers"][point.layer])
-            attr = self.adapter.sub_module_attr(point.layer, point.kind)
-            self._replace(block, attr, _HookWrapper(block[attr], self, name))
+            site = self.adapter.site(point.layer, point.kind)
+            wrapper = _HookWrapper(site.container[site.attr], self, name, reads_input=site.reads_input)
+            self._replace(site.container, site.attr, wrapper)
         self._wrapped_points.add(name)
         # resid_pre and resid_post share one block wrapper
         if point.kind in ("resid_pre", "resid_post"):

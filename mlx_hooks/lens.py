@@ -1,8 +1,9 @@
 """Logit lens: what each layer's residual would predict if the model stopped there.
 
-For a residual ``x`` at some hook point the lens distribution is
-``softmax(unembed(final_norm(x)))`` — the model's own final norm and unembedding
-(tied or not). Applied to the last block's ``resid_post`` it equals the model's output.
+For a residual ``x`` at some hook point the lens distribution is the softmax of what
+the model's own head makes of it: final norm, unembedding (tied or not) and, where the
+family has one, the final-logit soft cap (Gemma 2). Applied to the last block's
+``resid_post`` it equals the model's output on every supported architecture.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ class LensResult:
 
 def lens_logprobs(model: nn.Module, residual: mx.array) -> mx.array:
     """Log-probabilities the unembedding gives a residual: ``[..., D] -> [..., V]``."""
-    adapter = ModelAdapter(model)
-    logits = adapter.unembed(adapter.final_norm(residual)).astype(mx.float32)
+    logits = ModelAdapter(model).logits(residual).astype(mx.float32)
     return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 

@@ -25,7 +25,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .errors import ModelLoadError
+from .architectures import ModelDims, dims_from_config
+from .errors import HookPointError, ModelLoadError
 from .fingerprint import ModelFingerprint, fingerprint_model
 from .memory import DTYPE_BYTES, MemoryEstimate, ModelShape, check_budget, default_budget_bytes, estimate_memory
 
@@ -183,19 +184,27 @@ def model_shape(folder: Path, config: dict) -> ModelShape:
             n_params += count
             float_dtypes[dtype] = float_dtypes.get(dtype, 0) + count
     main_dtype = max(float_dtypes, key=float_dtypes.get) if float_dtypes else "F16"
-    text = config.get("text_config", config)
-    n_heads = int(text.get("num_attention_heads", 1))
-    d_model = int(text.get("hidden_size", 0))
+    dims = model_dims(folder, config)
     return ModelShape(
         n_params=n_params,
         stored_bytes=stored,
-        n_layers=int(text.get("num_hidden_layers", 0)),
-        d_model=d_model,
-        n_kv_heads=int(text.get("num_key_value_heads") or n_heads),
-        head_dim=int(text.get("head_dim") or d_model // max(n_heads, 1)),
+        n_layers=dims.n_layers,
+        d_model=dims.d_model,
+        n_kv_heads=dims.n_kv_heads,
+        head_dim=dims.head_dim,
         quantized=bool(quant),
         stored_dtype={"F32": "float32", "BF16": "bfloat16"}.get(main_dtype, "float16"),
+        sliding_window=dims.sliding_window,
+        global_every=dims.global_every,
     )
+
+
+def model_dims(folder: Path, config: dict) -> ModelDims:
+    """The model's widths from its config, refusing an architecture the hooks do not know."""
+    try:
+        return dims_from_config(config)
+    except HookPointError as exc:
+        raise ModelLoadError(f"{folder / 'config.json'}: {exc}") from exc
 
 
 def choose_runtime_dtype(requested: str, shape: ModelShape) -> str:

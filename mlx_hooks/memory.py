@@ -31,6 +31,10 @@ class ModelShape:
     """Whether the stored weights are quantized."""
     stored_dtype: str = "float16"
     """Float dtype of the stored (non-quantized) tensors."""
+    sliding_window: int | None = None
+    """Window of the local-attention layers (their KV cache holds at most this many tokens)."""
+    global_every: int = 1
+    """Every ``global_every``-th layer attends globally; 1 = all layers do."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,19 @@ def estimate_memory(
         weights = shape.n_params * act_bytes
     else:
         raise ValueError(f"runtime dtype {runtime_dtype!r}: use stored, {', '.join(DTYPE_BYTES)}")
-    kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context_tokens * act_bytes
+    cached = kv_cached_tokens(shape.n_layers, context_tokens, shape.sliding_window, shape.global_every)
+    kv = 2 * shape.n_kv_heads * shape.head_dim * cached * act_bytes
     activations = capture_points * context_tokens * shape.d_model * act_bytes
     return MemoryEstimate(weights, kv, activations, context_tokens, runtime_dtype)
+
+
+def kv_cached_tokens(n_layers: int, context_tokens: int, sliding_window: int | None, global_every: int) -> int:
+    """Tokens all layers' KV caches hold together for a context: mlx-lm gives local-attention
+    layers (Gemma 3) a rotating cache of ``sliding_window`` tokens."""
+    if not sliding_window or global_every <= 1:
+        return n_layers * context_tokens
+    n_global = n_layers // global_every
+    return n_global * context_tokens + (n_layers - n_global) * min(sliding_window, context_tokens)
 
 
 def physical_memory_bytes() -> int:

@@ -1,29 +1,39 @@
 """Hook point names (TransformerLens style) and where they live in an mlx-lm model.
 
-Points:
-  ``embed``          output of the token embedding              # [B, L, D]
-  ``resid_pre.{i}``  input of decoder block i                   # [B, L, D]
-  ``resid_post.{i}`` output of decoder block i                  # [B, L, D]
-  ``attn_out.{i}``   output of block i's attention sub-module   # [B, L, D]
-  ``mlp_out.{i}``    output of block i's MLP sub-module         # [B, L, D]
+Points, in forward order within block i:
+  ``embed``            token embedding, before any scaling (Gemma's sqrt(d))   # [B, L, D]
+  ``resid_pre.{i}``    what block i receives; ``resid_pre.0 = embed · embed_scale``  # [B, L, D]
+  ``attn_z.{i}``       per-head attention output, before the output projection    # [B, L, H·Dh]
+  ``attn_out.{i}``     exactly what attention adds to the residual stream         # [B, L, D]
+  ``mlp_hidden.{i}``   the MLP's hidden activation, input of its down projection  # [B, L, d_mlp]
+  ``mlp_out.{i}``      exactly what the MLP adds to the residual stream           # [B, L, D]
+  ``resid_post.{i}``   block i's output: ``resid_pre.i + attn_out.i + mlp_out.i``  # [B, L, D]
 
-``attn_out``/``mlp_out`` exist only where the block has separable ``self_attn`` and
-``mlp`` children (the common mlx-lm blocks: llama, mistral, qwen2/3, gemma, phi3...).
+These are TransformerLens' ``hook_embed`` (but unscaled: TransformerLens folds Gemma's
+scale into ``W_E``), ``hook_resid_pre``, ``attn.hook_z`` (flattened over heads),
+``hook_attn_out``, ``mlp.hook_post``, ``hook_mlp_out`` and ``hook_resid_post``. Where a
+family normalises a sub-layer's output before adding it (Gemma 2/3's post-attention and
+post-feedforward norms), ``attn_out``/``mlp_out`` are taken after that norm: see
+:mod:`.architectures`. ``mlp_hidden`` does not exist on mixture-of-experts layers.
 Negative layer indices count from the end (``resid_post.-1`` is the last block).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import mlx.core as mx
 import mlx.nn as nn
 
+from .architectures import Architecture, ModelDims, architecture_of, dims_of
 from .errors import HookPointError
 
-BLOCK_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
-ATTENTION_ATTRS = ("self_attn", "attention", "attn")
-MLP_ATTRS = ("mlp", "feed_forward", "ffn")
+BLOCK_KINDS = ("resid_pre", "attn_z", "attn_out", "mlp_hidden", "mlp_out", "resid_post")
+"""Per-block point kinds, in forward order."""
+SUB_MODULE_KINDS = ("attn_z", "attn_out", "mlp_hidden", "mlp_out")
+"""Kinds read at a child module of the block (the others wrap the block itself)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -33,7 +43,7 @@ class HookPoint:
     layer: int
     """Block index (0-based, already normalised from negative); -1 for ``embed``."""
     kind: str
-    """One of ``embed``, ``resid_pre``, ``resid_post``, ``attn_out``, ``mlp_out``."""
+    """``embed`` or one of :data:`BLOCK_KINDS`."""
 
     @property
     def name(self) -> str:
@@ -43,38 +53,45 @@ class HookPoint:
         return self.name
 
 
-class ModelAdapter:
-    """Finds the parts of an mlx-lm causal LM that hooks and the lens need.
+@dataclass(frozen=True)
+class Site:
+    """Where a sub-module point is read: ``container[attr]``'s output, or its input."""
 
-    mlx-lm models share a shape: ``model.<backbone>`` holds ``embed_tokens``,
-    ``layers`` and a final ``norm``; the unembedding is ``model.lm_head`` or, with tied
-    embeddings, ``embed_tokens.as_linear``. Anything else is refused by name.
-    """
+    container: Any
+    attr: str
+    reads_input: bool
+
+
+class ModelAdapter:
+    """Finds the parts of an mlx-lm causal LM that hooks and the lens need, through the
+    model's :class:`~mlx_hooks.architectures.Architecture` entry."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.backbone_attr = self._find_backbone_attr(model)
-        backbone = self.backbone
+        self.arch: Architecture = architecture_of(model)
+        parent = model
+        for attr in self.arch.decoder_path[:-1]:
+            parent = _unwrap(parent[attr]) if isinstance(parent, dict) and attr in parent else None
+            if parent is None:
+                break
+        self.decoder_parent = parent
+        """The module holding the decoder (and ``lm_head``): the model, or a wrapper's text model."""
+        self.backbone_attr = self.arch.decoder_path[-1]
+        if not isinstance(parent, dict) or not isinstance(parent.get(self.backbone_attr), nn.Module):
+            raise HookPointError(
+                f"{type(model).__module__}.{type(model).__name__}: no decoder at "
+                f"`{'.'.join(self.arch.decoder_path)}` (expected for {self.arch.name})"
+            )
         for attr in ("layers", "embed_tokens", "norm"):
-            if not hasattr(backbone, attr):
+            if attr not in self.backbone:
                 raise HookPointError(
-                    f"{type(model).__module__}.{type(model).__name__}: its backbone has no `{attr}`; "
-                    "this architecture is not supported by the hooks"
+                    f"{type(model).__module__}.{type(model).__name__}: its decoder has no `{attr}`; "
+                    f"not a {self.arch.name} model as mlx-lm builds it"
                 )
-
-    @staticmethod
-    def _find_backbone_attr(model: nn.Module) -> str:
-        for attr in ("model", "transformer", "backbone"):
-            child = model.get(attr) if isinstance(model, dict) else None
-            if isinstance(child, nn.Module) and hasattr(child, "layers"):
-                return attr
-        raise HookPointError(
-            f"{type(model).__module__}.{type(model).__name__}: no decoder backbone with `layers` found"
-        )
 
     @property
     def backbone(self) -> nn.Module:
-        return _unwrap(self.model[self.backbone_attr])
+        return _unwrap(self.decoder_parent[self.backbone_attr])
 
     @property
     def layers(self) -> list:
@@ -84,45 +101,62 @@ class ModelAdapter:
     def n_layers(self) -> int:
         return len(self.layers)
 
+    @cached_property
+    def dims(self) -> ModelDims:
+        return dims_of(self.model)
+
     @property
     def d_model(self) -> int:
-        args = getattr(self.model, "args", None)
-        for attr in ("hidden_size", "d_model", "dim"):
-            if args is not None and hasattr(args, attr):
-                return int(getattr(args, attr))
-        return int(self.backbone["embed_tokens"].weight.shape[-1])
+        return self.dims.d_model
 
-    def sub_module_attr(self, layer: int, kind: str) -> str | None:
-        """Attribute name of block ``layer``'s attention or MLP child, or None."""
+    def width(self, point: "str | HookPoint") -> int:
+        """Last-axis width of a point's activation."""
+        kind = self.parse(point).kind
+        if kind == "attn_z":
+            return self.dims.n_heads * self.dims.head_dim
+        if kind == "mlp_hidden":
+            return self.dims.d_mlp
+        return self.dims.d_model
+
+    def site(self, layer: int, kind: str) -> Site | None:
+        """Where block ``layer``'s ``kind`` point is read, or None if the block has none."""
         block = _unwrap(self.layers[layer])
-        names = ATTENTION_ATTRS if kind == "attn_out" else MLP_ATTRS
-        for attr in names:
-            if isinstance(block, dict) and isinstance(block.get(attr), nn.Module):
-                return attr
-        return None
+        arch = self.arch
+        if kind == "attn_out":
+            return _child_site(block, arch.attn_out_attr, reads_input=False)
+        if kind == "mlp_out":
+            return _child_site(block, arch.mlp_out_attr, reads_input=False)
+        parent_attr, attr = (arch.attn_attr, arch.out_proj_attr) if kind == "attn_z" else (arch.mlp_attr, arch.down_proj_attr)
+        parent = _unwrap(block.get(parent_attr)) if isinstance(block, dict) else None
+        return _child_site(parent, attr, reads_input=True) if isinstance(parent, nn.Module) else None
 
     def final_norm(self, x):  # x: [..., D] -> [..., D]
         return _unwrap(self.backbone["norm"])(x)
 
     def unembed(self, x):  # x: [..., D] -> [..., V]
-        """Logits from a residual that already went through the final norm."""
-        if "lm_head" in self.model:
-            return self.model["lm_head"](x)
+        """The unembedding alone (no final norm, no soft cap): tied or untied."""
+        if "lm_head" in self.decoder_parent:
+            return self.decoder_parent["lm_head"](x)
         return _unwrap(self.backbone["embed_tokens"]).as_linear(x)
+
+    def logits(self, residual):  # [..., D] -> [..., V]
+        """What the model's own head makes of a residual: final norm, unembedding, soft cap."""
+        out = self.unembed(self.final_norm(residual))
+        cap = self.dims.final_logit_softcap
+        if cap:
+            out = mx.tanh(out / cap) * cap
+        return out
 
     def point_names(self) -> list[str]:
         """Every hook point this model has, in forward order."""
         names = ["embed"]
         for i in range(self.n_layers):
             names.append(f"resid_pre.{i}")
-            if self.sub_module_attr(i, "attn_out"):
-                names.append(f"attn_out.{i}")
-            if self.sub_module_attr(i, "mlp_out"):
-                names.append(f"mlp_out.{i}")
+            names += [f"{kind}.{i}" for kind in SUB_MODULE_KINDS if self.site(i, kind)]
             names.append(f"resid_post.{i}")
         return names
 
-    def parse(self, name: str | HookPoint) -> HookPoint:
+    def parse(self, name: "str | HookPoint") -> HookPoint:
         """Validate a point name against this model; errors say what exists."""
         if isinstance(name, HookPoint):
             name = name.name
@@ -141,12 +175,20 @@ class ModelAdapter:
                 f"hook point {name!r}: layer {layer} is out of range; this model has {n} layers (0..{n - 1})"
             )
         layer %= n
-        if kind in ("attn_out", "mlp_out") and self.sub_module_attr(layer, kind) is None:
+        if kind in SUB_MODULE_KINDS and self.site(layer, kind) is None:
+            what = {"attn_out": "separable attention", "mlp_out": "separable MLP",
+                    "attn_z": "attention output projection", "mlp_hidden": "dense MLP down projection "
+                    "(mixture-of-experts layers have no single hidden activation)"}[kind]
             raise HookPointError(
-                f"hook point {name!r}: block {layer} ({type(_unwrap(self.layers[layer])).__name__}) has no "
-                f"separable {'attention' if kind == 'attn_out' else 'MLP'} sub-module"
+                f"hook point {name!r}: block {layer} ({type(_unwrap(self.layers[layer])).__name__}) has no {what}"
             )
         return HookPoint(layer, kind)
+
+
+def _child_site(container: Any, attr: str, reads_input: bool) -> Site | None:
+    if isinstance(container, dict) and isinstance(container.get(attr), nn.Module):
+        return Site(container, attr, reads_input)
+    return None
 
 
 def _unwrap(module: Any) -> Any:

@@ -53,7 +53,8 @@ def _forward(model, tokens=TOKENS) -> mx.array:
 def test_hook_points_lists_every_point_in_declared_order(tiny_model):
     expected = ["embed"]
     for i in range(N_LAYERS):
-        expected += [f"resid_pre.{i}", f"attn_out.{i}", f"mlp_out.{i}", f"resid_post.{i}"]
+        expected += [f"resid_pre.{i}", f"attn_z.{i}", f"attn_out.{i}", f"mlp_hidden.{i}", f"mlp_out.{i}",
+                     f"resid_post.{i}"]
     assert hook_points(tiny_model) == expected
 
 
@@ -230,7 +231,7 @@ def test_wrappers_keep_parameters_visible(tiny_model):
         trainable = dict(tree_flatten(tiny_model.trainable_parameters()))
     assert len(attached) == len(original)
     assert "model.inner.layers.0.inner.self_attn.inner.q_proj.weight" in attached
-    assert "model.inner.layers.2.inner.mlp.inner.down_proj.weight" in attached
+    assert "model.inner.layers.2.inner.mlp.inner.down_proj.inner.weight" in attached  # mlp_hidden wraps down_proj
     assert "model.inner.embed_tokens.inner.weight" in attached
     for name, value in attached.items():
         plain = name.replace(".inner", "")

@@ -81,7 +81,7 @@ def check_memory(run) -> dict:
 def estimate_without_loading(config, seq_len: int | None = None) -> dict:
     """Inference and LoRA-training memory from the model's config and weight headers only (no weights
     read): what ``symbiont lab run --estimate`` prints before committing a Mac to a 7B–32B run."""
-    from mlx_hooks.loader import choose_runtime_dtype, folder_for, model_shape, read_config, resolve_source
+    from mlx_hooks.loader import choose_runtime_dtype, folder_for, model_dims, model_shape, read_config, resolve_source
     from mlx_hooks.memory import estimate_memory
 
     from .student_memory import estimate_from_dims
@@ -91,11 +91,9 @@ def estimate_without_loading(config, seq_len: int | None = None) -> dict:
     shape = model_shape(folder, model_config)
     dtype = choose_runtime_dtype(config.model.dtype, shape)
     inference = estimate_memory(shape, dtype, max(config.lora.max_seq_length, 1024))
-    text = model_config.get("text_config", model_config)
-    d, layers = shape.d_model, shape.n_layers
-    heads = int(text.get("num_attention_heads", 1))
-    inter = int(text.get("intermediate_size", 4 * d))
-    q, kv = heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    arch = model_dims(folder, model_config)
+    d, layers, inter = arch.d_model, arch.n_layers, arch.d_mlp
+    q, kv = arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
     dims = {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
             "self_attn.o_proj": (q, d), "mlp.gate_proj": (d, inter), "mlp.up_proj": (d, inter),
             "mlp.down_proj": (inter, d)}
@@ -105,7 +103,7 @@ def estimate_without_loading(config, seq_len: int | None = None) -> dict:
     compute = 4 if dtype in ("float32",) or (dtype == "stored" and shape.stored_dtype == "float32") else 2
     training = estimate_from_dims(
         base_bytes=inference.weights_bytes, n_layers=layers, d_model=d, intermediate=inter,
-        vocab=int(text.get("vocab_size", 32000)), projections=[dims[k] for k in keys if k in dims],
+        vocab=arch.vocab_size, projections=[dims[k] for k in keys if k in dims],
         rank=config.lora.rank, batch_size=config.lora.batch_size, seq_len=seq_len, compute_bytes=compute,
         adapted_layers=layers if config.lora.num_layers <= 0 else min(config.lora.num_layers, layers))
     gib = 2**30

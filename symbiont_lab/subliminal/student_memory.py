@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from mlx_hooks.architectures import dims_of
 from mlx_hooks.memory import MemoryEstimate
 
 
@@ -89,10 +90,8 @@ def estimate_lora_memory(model, config, seq_len: int) -> LoRAMemoryEstimate:
         elif module is not None and hasattr(module, "weight"):
             d_out, d_in = module.weight.shape
             dims.append((d_in, d_out))
-    args = getattr(model, "args", None)
-    d_model = int(getattr(args, "hidden_size", 0) or dims[0][0])
-    intermediate = int(getattr(args, "intermediate_size", 0) or 4 * d_model)
-    vocab = int(getattr(args, "vocab_size", 0) or 32000)
+    arch = dims_of(model)
+    d_model, intermediate, vocab = arch.d_model, arch.d_mlp, arch.vocab_size
     compute = next((v.dtype for _, v in tree_flatten(model.parameters()) if v.dtype in (mx.float16, mx.bfloat16,
                                                                                       mx.float32)), mx.float32)
     n_layers = len(model.layers)
