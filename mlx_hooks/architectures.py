@@ -58,7 +58,7 @@ class Architecture:
     final_softcap_key: str | None = None
     """ModelArgs field of the final-logit soft cap ``c·tanh(logits / c)`` (Gemma 2), if any."""
     default_context: int | None = None
-    """Context length when mlx-lm's ModelArgs does not keep it (its Gemma 2 args drop it)."""
+    """Context length when mlx-lm's ModelArgs does not keep it (its Gemma 2 and Mixtral args drop it)."""
 
 
 _GEMMA_POST_NORMS = dict(attn_out_attr="post_attention_layernorm", mlp_out_attr="post_feedforward_layernorm")
@@ -76,7 +76,9 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("gemma3", ("gemma3",), decoder_path=("language_model", "model"), text_config_key="text_config",
                  embed_scale="sqrt_d_bf16", **_GEMMA_POST_NORMS),
     Architecture("qwen3_moe", ("qwen3_moe",)),
-    Architecture("mixtral", ("mixtral",), mlp_attr="block_sparse_moe", mlp_out_attr="block_sparse_moe"),
+    # Mixtral's published context is 32768 tokens; mlx-lm's mixtral ModelArgs has no field for it.
+    Architecture("mixtral", ("mixtral",), mlp_attr="block_sparse_moe", mlp_out_attr="block_sparse_moe",
+                 default_context=32768),
 )
 _BY_MODEL_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}
 SUPPORTED_MODEL_TYPES = tuple(_BY_MODEL_TYPE)

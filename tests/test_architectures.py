@@ -1,0 +1,180 @@
+"""One test matrix over every supported architecture family (tiny random models).
+
+Each invariant is what TransformerLens users rely on: hooks change nothing unless asked,
+``attn_out``/``mlp_out`` are exactly what is added to the residual stream, a self-patch
+is a no-op at every point kind, the lens at the last layer is the model's own output.
+Adding an architecture to ``mlx_hooks/architectures.py`` means adding it to
+``tests/tiny_models.py``; every test here then runs on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import make_byte_tokenizer
+from tiny_models import ARCHITECTURES, CONFIGS, make_model
+
+from mlx_hooks import ChatSession, FunctionIntervention, hook_points, hooked, hooked_stream_generate
+from mlx_hooks.activation_cache import ActivationRecorder
+from mlx_hooks.architectures import dims_from_config, dims_of
+from mlx_hooks.errors import ContextLengthError
+from mlx_hooks.interventions import AddVector, Patch
+from mlx_hooks.lens import lens_logprobs
+from mlx_hooks.points import ModelAdapter
+
+TOKENS = [12, 80, 33, 7, 101, 55, 3, 240, 17, 64, 9, 130]
+OTHER = [40, 2, 77, 150, 8, 91, 200, 5, 66, 31, 120, 44]
+KINDS = ("embed", "resid_pre", "attn_z", "attn_out", "mlp_hidden", "mlp_out", "resid_post")
+_MODELS: dict[str, object] = {}
+
+
+def _model(arch: str):
+    if arch not in _MODELS:
+        _MODELS[arch] = make_model(arch)
+    return _MODELS[arch]
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_byte_tokenizer()
+
+
+def _forward(model, tokens=TOKENS, capture=(), interventions=None):
+    with hooked(model, capture=capture, interventions=interventions) as session:
+        logits = model(mx.array([tokens]))
+        mx.eval(logits)
+    return np.array(logits[0]), {p: np.array(session.recorder.stack(p)[0]) for p in capture}
+
+
+def _point(model, kind: str, layer: int = 1) -> str | None:
+    """The ``kind`` point at ``layer`` (or the first layer that has it: MoE layers have no mlp_hidden)."""
+    if kind == "embed":
+        return "embed"
+    names = hook_points(model)
+    for i in [layer, *range(ModelAdapter(model).n_layers)]:
+        if f"{kind}.{i}" in names:
+            return f"{kind}.{i}"
+    return None
+
+
+def test_hooked_with_every_point_captured_and_identity_interventions_equals_unhooked(arch):
+    model = _model(arch)
+    plain = np.array(model(mx.array([TOKENS]))[0])
+    points = hook_points(model)
+    identity = {p: FunctionIntervention(lambda x, ctx: x) for p in points}
+    hooked_logits, cached = _forward(model, capture=points, interventions=identity)
+    assert np.array_equal(hooked_logits, plain)
+    assert set(cached) == set(points)
+    adapter = ModelAdapter(model)
+    for point in points:  # every capture has the width its point promises
+        assert cached[point].shape == (len(TOKENS), adapter.width(point)), point
+
+
+def test_residual_is_the_sum_of_what_attention_and_mlp_add(arch):
+    model = _model(arch)
+    adapter = ModelAdapter(model)
+    _, c = _forward(model, capture=hook_points(model))
+    for i in range(adapter.n_layers):
+        delta = c[f"resid_post.{i}"] - c[f"resid_pre.{i}"]
+        parts = c[f"attn_out.{i}"] + c[f"mlp_out.{i}"]
+        scale = np.abs(delta).max()
+        assert scale > 0.1  # the blocks really move the residual
+        np.testing.assert_allclose(parts, delta, atol=1e-5 * max(scale, 1.0), err_msg=f"block {i}")
+        if i:
+            assert np.array_equal(c[f"resid_pre.{i}"], c[f"resid_post.{i - 1}"])
+    # embed is the raw token embedding; the first block receives it times the family's scale
+    table = np.array(adapter.backbone["embed_tokens"].weight)
+    assert np.array_equal(c["embed"], table[TOKENS])
+    np.testing.assert_allclose(c["resid_pre.0"], c["embed"] * adapter.dims.embed_scale, rtol=1e-6)
+    expected_scale = math.sqrt(adapter.d_model) if arch.startswith("gemma") else 1.0
+    assert adapter.dims.embed_scale == pytest.approx(expected_scale, rel=1e-2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_patching_a_point_with_its_own_cached_value_is_a_no_op(arch, kind):
+    model = _model(arch)
+    point = _point(model, kind)
+    if point is None:
+        assert kind == "mlp_hidden" and arch == "mixtral"  # mixture of experts only: no single hidden layer
+        return
+    clean, cached = _forward(model, capture=[point])
+    patched, _ = _forward(model, interventions={point: Patch(mx.array(cached[point]))})
+    assert np.array_equal(patched, clean)
+    # and the hook is live: another prompt's value at the same point changes the logits
+    _, other = _forward(model, tokens=OTHER, capture=[point])
+    changed, _ = _forward(model, interventions={point: Patch(mx.array(other[point]))})
+    assert np.abs(changed - clean).max() > 1e-3
+
+
+def test_lens_at_the_last_layer_is_the_models_own_output(arch):
+    model = _model(arch)
+    adapter = ModelAdapter(model)
+    last = f"resid_post.{adapter.n_layers - 1}"
+    logits, c = _forward(model, capture=[last])
+    reference = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
+        -1, keepdims=True)
+    lens = np.array(lens_logprobs(model, mx.array(c[last])))
+    np.testing.assert_allclose(lens, reference, atol=1e-4)
+    if adapter.dims.final_logit_softcap:  # the cap really matters on this model
+        uncapped = np.array(adapter.unembed(adapter.final_norm(mx.array(c[last]))))
+        assert np.abs(uncapped - logits).max() > 0.5
+
+
+def test_masked_steering_changes_only_the_masked_positions(arch):
+    model = _model(arch)
+    adapter = ModelAdapter(model)
+    vector = mx.array(np.random.default_rng(0).standard_normal(adapter.d_model).astype(np.float32))
+    clean, base = _forward(model, capture=["resid_post.1"])
+    steered, got = _forward(model, capture=["resid_post.1"],
+                            interventions={"resid_post.1": AddVector(vector, 4.0, positions=[5])})
+    delta = got["resid_post.1"] - base["resid_post.1"]
+    np.testing.assert_allclose(delta[5], 4.0 * np.array(vector), rtol=1e-5, atol=1e-5)
+    assert np.abs(np.delete(delta, 5, axis=0)).max() == 0
+    assert np.array_equal(steered[:5], clean[:5])  # causal: earlier positions cannot see it
+    assert np.abs(steered[5] - clean[5]).max() > 1e-3
+
+
+def test_streamed_capture_equals_a_full_forward(arch, tokenizer):
+    model = _model(arch)
+    points = [f"resid_post.{i}" for i in range(ModelAdapter(model).n_layers)] + ["attn_out.1", "mlp_out.1"]
+    recorder = ActivationRecorder()
+    # 12 prompt + 10 generated tokens: past the tiny Gemma 3's 8-token sliding window
+    steps = list(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=10, capture=points, recorder=recorder))
+    full = TOKENS + [s.token for s in steps]
+    _, reference = _forward(model, tokens=full, capture=points)
+    for point in points:
+        assert recorder.positions(point).tolist() == list(range(len(full)))
+        np.testing.assert_allclose(np.array(recorder.stack(point)[0]), reference[point], rtol=1e-4, atol=1e-4,
+                                   err_msg=point)
+
+
+def test_second_chat_turn_reuses_the_cache_and_matches_a_fresh_generation(arch, tokenizer):
+    model = _model(arch)
+    chat = ChatSession(model, tokenizer)
+    list(chat.send("Hi", max_tokens=4))
+    second = [s.token for s in chat.send("More", max_tokens=4)]
+    prompt = list(tokenizer.apply_chat_template([*chat.messages[:-1]], add_generation_prompt=True, tokenize=True))
+    fresh = [s.token for s in hooked_stream_generate(model, tokenizer, prompt, max_tokens=4)]
+    assert second == fresh
+
+
+def test_context_guard_knows_every_familys_context_length(arch, tokenizer):
+    model = _model(arch)
+    dims = dims_of(model)
+    config = CONFIGS[arch]
+    from_config = dims_from_config(config)
+    # mlx-lm's gemma2 / mixtral ModelArgs drop max_position_embeddings: the family's published length stands in
+    assert dims.context_length == {"gemma2": 8192, "mixtral": 32768}.get(arch, 512)
+    assert from_config.context_length == 512
+    assert (from_config.d_model, from_config.n_layers, from_config.n_heads, from_config.d_mlp) == (
+        dims.d_model, dims.n_layers, dims.n_heads, dims.d_mlp)
+    with pytest.raises(ContextLengthError, match=str(dims.context_length)):
+        next(hooked_stream_generate(model, tokenizer, [5] * dims.context_length, max_tokens=2))
