@@ -57,6 +57,8 @@ class Architecture:
     activation dtype; ``sqrt_d_bf16``: by sqrt(d_model) rounded to bfloat16 first (Gemma 3)."""
     final_softcap_key: str | None = None
     """ModelArgs field of the final-logit soft cap ``c·tanh(logits / c)`` (Gemma 2), if any."""
+    gguf_name: str = ""
+    """llama.cpp's name for the family (``general.architecture`` in GGUF files and control vectors)."""
     default_context: int | None = None
     """Context length when mlx-lm's ModelArgs does not keep it (its Gemma 2 and Mixtral args drop it)."""
 
@@ -64,20 +66,20 @@ class Architecture:
 _GEMMA_POST_NORMS = dict(attn_out_attr="post_attention_layernorm", mlp_out_attr="post_feedforward_layernorm")
 
 ARCHITECTURES: tuple[Architecture, ...] = (
-    Architecture("llama", ("llama", "mistral")),
-    Architecture("qwen2", ("qwen2",)),
-    Architecture("qwen3", ("qwen3",)),
-    Architecture("phi3", ("phi3",)),
-    Architecture("gemma", ("gemma",), embed_scale="sqrt_d"),
+    Architecture("llama", ("llama", "mistral"), gguf_name="llama"),
+    Architecture("qwen2", ("qwen2",), gguf_name="qwen2"),
+    Architecture("qwen3", ("qwen3",), gguf_name="qwen3"),
+    Architecture("phi3", ("phi3",), gguf_name="phi3"),
+    Architecture("gemma", ("gemma",), embed_scale="sqrt_d", gguf_name="gemma"),
     # Gemma 2's published context is 8192 tokens; mlx-lm's gemma2 ModelArgs has no field for it.
-    Architecture("gemma2", ("gemma2",), embed_scale="sqrt_d", final_softcap_key="final_logit_softcapping",
+    Architecture("gemma2", ("gemma2",), embed_scale="sqrt_d", gguf_name="gemma2", final_softcap_key="final_logit_softcapping",
                  default_context=8192, **_GEMMA_POST_NORMS),
-    Architecture("gemma3_text", ("gemma3_text",), embed_scale="sqrt_d_bf16", **_GEMMA_POST_NORMS),
+    Architecture("gemma3_text", ("gemma3_text",), embed_scale="sqrt_d_bf16", gguf_name="gemma3", **_GEMMA_POST_NORMS),
     Architecture("gemma3", ("gemma3",), decoder_path=("language_model", "model"), text_config_key="text_config",
-                 embed_scale="sqrt_d_bf16", **_GEMMA_POST_NORMS),
-    Architecture("qwen3_moe", ("qwen3_moe",)),
+                 embed_scale="sqrt_d_bf16", gguf_name="gemma3", **_GEMMA_POST_NORMS),
+    Architecture("qwen3_moe", ("qwen3_moe",), gguf_name="qwen3moe"),
     # Mixtral's published context is 32768 tokens; mlx-lm's mixtral ModelArgs has no field for it.
-    Architecture("mixtral", ("mixtral",), mlp_attr="block_sparse_moe", mlp_out_attr="block_sparse_moe",
+    Architecture("mixtral", ("mixtral",), mlp_attr="block_sparse_moe", mlp_out_attr="block_sparse_moe", gguf_name="llama",
                  default_context=32768),
 )
 _BY_MODEL_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}
@@ -93,6 +95,12 @@ def architecture_for(model_type: str) -> Architecture:
             f"architecture {model_type!r} is not supported by Symbiont's hooks "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         ) from None
+
+
+def gguf_architecture(model_type: str) -> str:
+    """llama.cpp's name for a ``model_type`` (the model type itself when the family is unknown)."""
+    arch = _BY_MODEL_TYPE.get(model_type)
+    return arch.gguf_name if arch is not None and arch.gguf_name else model_type
 
 
 def model_type_of(model: nn.Module) -> str:

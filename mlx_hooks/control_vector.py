@@ -2,7 +2,7 @@
 
 The file layout is llama.cpp's, as its ``cvector-generator`` writes it:
 ``general.architecture = "controlvector"``, ``controlvector.model_hint`` (the model's
-architecture, e.g. ``llama``), ``controlvector.layer_count`` (number of directions), and
+architecture as llama.cpp names it, e.g. ``llama`` for Mistral, ``gemma3`` for Gemma 3), ``controlvector.layer_count`` (number of directions), and
 one float32 ``[n_embd]`` tensor ``direction.N`` per layer N = 1 … n_layers-1.
 
 Which layer ``direction.N`` steers was read from llama.cpp's source, not assumed:
@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .architectures import gguf_architecture
 from .atomic_io import atomic_path
 from .interventions import PositionSpec
 from .presets import Preset
@@ -117,7 +118,7 @@ def export_preset_control_vector(path: str | Path, preset: Preset) -> list[str]:
         for e in preset.steering
     ]
     notes = write_control_vector(
-        path, items, model_hint=preset.fingerprint.architecture, n_layers=preset.fingerprint.n_layers
+        path, items, model_hint=gguf_architecture(preset.fingerprint.architecture), n_layers=preset.fingerprint.n_layers
     )
     if preset.clamps:
         notes.append(f"{len(preset.clamps)} SAE clamp(s) left out: llama.cpp control vectors only add directions")

@@ -178,3 +178,95 @@ def test_context_guard_knows_every_familys_context_length(arch, tokenizer):
         dims.d_model, dims.n_layers, dims.n_heads, dims.d_mlp)
     with pytest.raises(ContextLengthError, match=str(dims.context_length)):
         next(hooked_stream_generate(model, tokenizer, [5] * dims.context_length, max_tokens=2))
+
+
+# -- SAEs, meters, clamps, presets on every family ----------------------------------------------
+
+
+def _random_sae(model, point: str, d_sae: int = 24, seed: int = 0):
+    from mlx_hooks.sae.model import SAE, SAEConfig
+
+    d_in = ModelAdapter(model).width(point)
+    mx.random.seed(seed)
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, architecture="standard", hook_point=point))
+    sae.W_dec = mx.random.normal((d_sae, d_in)) / math.sqrt(d_in)
+    sae.b_enc = mx.random.normal((d_sae,)) * 0.1 + 0.5  # most latents active
+    mx.eval(sae.parameters())
+    return sae
+
+
+@pytest.mark.parametrize("kind", ["resid_post", "mlp_out", "attn_z"])
+def test_meters_read_the_point_and_a_clamp_moves_exactly_its_decoder_direction(arch, kind, tokenizer):
+    from mlx_hooks.sae.meters import ClampSpec, FeatureMeter, clamp_interventions
+
+    model = _model(arch)
+    point = _point(model, kind)
+    sae = _random_sae(model, point)
+    meter = FeatureMeter(sae, top_n=3, watch=[0, 5])
+    steps = list(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=4, readers={"sae": meter},
+                                        **meter.generate_kwargs()))
+    for step in steps:  # the reading is the SAE's encoding of the activation that chose the token
+        direct = np.array(sae.encode(mx.array(step.activations[point])[None]))[0]
+        np.testing.assert_allclose(list(step.readings["sae"].watched.values()), direct[[0, 5]], rtol=1e-4, atol=1e-4)
+    # clamp latent 5 to λ: x ← x + d_5·(λ − f_5(x)), the SAE's error term untouched
+    _, base = _forward(model, capture=[point])
+    _, got = _forward(model, capture=[point], interventions=clamp_interventions(sae, [ClampSpec(5, 7.0)]))
+    f5 = np.array(sae.encode(mx.array(base[point])))[:, 5]  # [T]
+    expected = (7.0 - f5)[:, None] * np.array(sae.W_dec[5])[None]
+    np.testing.assert_allclose(got[point] - base[point], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sae_training_and_loss_recovered_are_well_defined(arch, tokenizer, tmp_path):
+    from mlx_hooks.sae.activations import activations_at
+    from mlx_hooks.sae.evaluate import evaluate_sae
+    from mlx_hooks.sae.model import SAEConfig
+    from mlx_hooks.sae.train import TopKTrainer, TrainConfig
+
+    model = _model(arch)
+    point = "resid_post.1"
+    windows = np.random.default_rng(1).integers(0, 256, size=(16, 16)).astype(np.int32)
+    rows = np.array(activations_at(model, mx.array(windows), point)).reshape(-1, ModelAdapter(model).d_model)
+    config = TrainConfig(steps=60, d_sae=32, k=4, batch_size=64, lr=3e-3, aux_k=8, dead_after_tokens=2000,
+                         warmup_steps=5, checkpoint_every=1000, report_every=20)
+    trainer = TopKTrainer(SAEConfig(d_in=rows.shape[1], d_sae=32, k=4, hook_point=point), config,
+                          rows.astype(np.float32), tmp_path)
+    sae = trainer.train()
+    result = evaluate_sae(model, sae, windows[:4])
+    zero, spliced, clean = result.zero_ablation_loss, result.sae_loss, result.clean_loss
+    assert all(math.isfinite(v) for v in (zero, spliced, clean, result.variance_explained))
+    if math.isnan(result.loss_recovered):
+        assert abs(zero - clean) < 1e-3
+    else:  # exactly the ratio as defined, whatever the signs
+        assert math.isfinite(result.loss_recovered)
+        assert result.loss_recovered == pytest.approx((zero - spliced) / (zero - clean), rel=1e-5, abs=1e-6)
+
+
+def test_presets_and_control_vectors_carry_the_familys_layers(arch, tmp_path):
+    import gguf
+
+    from mlx_hooks.control_vector import export_preset_control_vector
+    from mlx_hooks.fingerprint import fingerprint_model
+    from mlx_hooks.preset_apply import import_preset
+    from mlx_hooks.presets import Preset, SteeringEntry, write_preset
+    from mlx_hooks.steering import SteeringVector
+
+    model = _model(arch)
+    adapter = ModelAdapter(model)
+    direction = np.random.default_rng(2).standard_normal(adapter.d_model).astype(np.float32)
+    vector = SteeringVector("v", "resid_post.1", direction, typical_norm=3.0)
+    fingerprint = fingerprint_model(model)
+    preset = Preset(name="p", target_model_name=arch, fingerprint=fingerprint,
+                    interventions=[SteeringEntry("v", "resid_post.1", 2.0, False, "all")], vectors={"v": vector})
+    write_preset(tmp_path / "p.symbiont-preset", preset)
+    applied = import_preset(tmp_path / "p.symbiont-preset", model, fingerprint)
+    assert applied.compatibility.status == "exact"
+    _, base = _forward(model, capture=["resid_post.1"])
+    _, got = _forward(model, capture=["resid_post.1"], interventions=applied.interventions)
+    np.testing.assert_allclose(got["resid_post.1"] - base["resid_post.1"],
+                               np.broadcast_to(2.0 * vector.unit(), base["resid_post.1"].shape), atol=1e-4)
+
+    export_preset_control_vector(tmp_path / "cv.gguf", preset)
+    reader = gguf.GGUFReader(str(tmp_path / "cv.gguf"))
+    assert reader.fields["controlvector.layer_count"].contents() == adapter.n_layers - 1
+    assert reader.fields["controlvector.model_hint"].contents() == adapter.arch.gguf_name
+    assert sorted(t.name for t in reader.tensors) == [f"direction.{n}" for n in range(1, adapter.n_layers)]

@@ -20,6 +20,7 @@ from typing import Callable
 import mlx.core as mx
 
 from ..atomic_io import atomic_write_bytes
+from ..points import ModelAdapter
 from .activations import extract_activations, token_windows
 from .corpus import builtin_prompts, generate_texts, python_docs_texts, read_text_folder, split_held_out
 from .evaluate import SAEEvaluation, evaluate_sae
@@ -78,7 +79,7 @@ def train_sae(
     texts = corpus_texts(run, loaded, run_dir, should_stop, lambda a, b: stage("corpus", a, b))
     train_texts, held_texts = split_held_out(texts, run.held_out_fraction, run.train.seed)
     windows = token_windows(loaded.tokenizer, train_texts, run.context_length)
-    d_in = loaded.fingerprint.d_model
+    d_in = ModelAdapter(loaded.model).width(run.hook_point)  # attn_z / mlp_hidden are not d_model wide
     buffer = extract_activations(
         loaded.model, windows, run.hook_point, run_dir, d_in, should_stop=should_stop,
         progress=lambda a, b: stage("activations", a, b),
