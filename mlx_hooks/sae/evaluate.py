@@ -4,7 +4,7 @@
   never fire on the held-out set).
 - Downstream: the model's next-token loss with the SAE's reconstruction spliced in at
   its hook point, against the clean loss and against zero-ablating that point:
-  ``loss recovered = (L_zero − L_sae) / (L_zero − L_clean)``.
+  ``loss recovered = (L_zero − L_sae) / (L_zero − L_clean)`` (see :func:`loss_recovered`).
 
 The first position of every window, and any attention-sink position (residual norm
 above the SAE's ``sink_norm_threshold``, recorded by the trainer), is left untouched in
@@ -14,6 +14,7 @@ few positions are not what the SAE models (see :mod:`mlx_hooks.sae.train`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import mlx.core as mx
@@ -40,12 +41,43 @@ class SAEEvaluation:
     zero_ablation_loss: float
     """Same, with the hook point zeroed."""
     loss_recovered: float
-    """(zero − sae) / (zero − clean): 1 = as good as clean, 0 = as bad as zero ablation."""
+    """(zero − sae) / (zero − clean), the ratio as written, whatever the signs: 1 = the
+    splice costs nothing, 0 = as bad as zero ablation; above 1 the splice beats the clean
+    model. When zero ablation *lowers* the loss (a negative denominator, common on
+    untrained or tiny models) the ratio keeps its meaning: a splice that matches clean is
+    1, one that matches zero ablation is 0. NaN when |zero − clean| is within
+    :data:`LOSS_RECOVERED_TOLERANCE` of round-off, where ablating the point does not
+    measurably change the loss and the ratio is undefined (:meth:`to_dict` writes null)."""
     tokens: int
     """Positions evaluated."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain fields; NaN becomes None so the dict is valid JSON (``json.dumps`` would write ``NaN``)."""
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+LOSS_RECOVERED_TOLERANCE = 1e-4
+"""Relative size of |zero − clean| (to the larger of the two losses, at least 1 nat) below
+which loss recovered is undefined. Why 1e-4: each loss is a float32 sum over a batch of
+up to ~1,000 positions (8 windows of 128 tokens), whose round-off can reach n·ε ≈
+1,000 × 6e-8 ≈ 6e-5 of its size; a difference smaller than that is not a measurement."""
+
+
+def loss_recovered(clean: float, spliced: float, zeroed: float) -> float:
+    """``(zeroed − spliced) / (zeroed − clean)``, NaN where the denominator is round-off."""
+    denominator = zeroed - clean
+    if not all(map(math.isfinite, (clean, spliced, zeroed))):
+        return math.nan
+    if abs(denominator) <= LOSS_RECOVERED_TOLERANCE * max(abs(clean), abs(zeroed), 1.0):
+        return math.nan
+    return (zeroed - spliced) / denominator
+
+
+def format_loss_recovered(value: float | None) -> str:
+    """For printing: the ratio, or why there is none."""
+    if value is None or math.isnan(value):
+        return "n/a (zero-ablating the point does not change the loss)"
+    return f"{value:.4f}"
 
 
 def _cross_entropy(logits: mx.array, windows: mx.array) -> mx.array:  # [B, L, V], [B, L] -> scalar sum
@@ -111,6 +143,6 @@ def evaluate_sae(model: nn.Module, sae: SAE, windows: np.ndarray, batch_windows:
         clean_loss=clean,
         sae_loss=spliced,
         zero_ablation_loss=zeroed,
-        loss_recovered=(zeroed - spliced) / max(zeroed - clean, 1e-12),
+        loss_recovered=loss_recovered(clean, spliced, zeroed),
         tokens=n,
     )

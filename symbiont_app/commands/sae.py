@@ -165,7 +165,7 @@ def _add_search(sub) -> None:
 # -- eval --------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
     from mlx_hooks.sae.activations import token_windows
-    from mlx_hooks.sae.evaluate import evaluate_sae
+    from mlx_hooks.sae.evaluate import evaluate_sae, format_loss_recovered
 
     loaded = _loaded_model(args)
     sae = _load(args, loaded)
@@ -180,7 +180,7 @@ def cmd_eval(args) -> int:
     print(f"dead latents         {result.dead_fraction:.2%}")
     print(f"next-token loss      clean {result.clean_loss:.4f}, with SAE {result.sae_loss:.4f}, "
           f"zero-ablated {result.zero_ablation_loss:.4f} (nats)")
-    print(f"loss recovered       {result.loss_recovered:.4f}")
+    print(f"loss recovered       {format_loss_recovered(result.loss_recovered)}")
     return 0
 
 
