@@ -161,7 +161,9 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, activation
     # The step's statistics are computed in numpy: mlx-lm already evaluated the logprobs,
     # and a dozen MLX ops over the vocabulary would cost more than the hooks themselves.
     raw = response.logprobs  # [V], raw, normalised
-    logprobs = np.array(raw if raw.dtype == mx.float32 else raw.astype(mx.float32), dtype=np.float64)
+    # float32, as the model gave them: a float64 copy of a 32k-256k vocabulary per token
+    # cost more than the hooks (entropy_bits accumulates in float64 itself).
+    logprobs = np.array(raw if raw.dtype == mx.float32 else raw.astype(mx.float32))
     token = int(response.token)
     raw_entropy = float(entropy_bits(logprobs))
     if sampling.greedy:
@@ -176,14 +178,17 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, activation
     readings = {name: reader(activations_mx) for name, reader in (readers or {}).items()}
     activations = {}
     if activations_mx and step_activations:
-        stacked = mx.stack(list(activations_mx.values()))  # [P, D]: one transfer, not one per point
-        host = np.array(stacked if stacked.dtype == mx.float32 else stacked.astype(mx.float32))
-        activations = dict(zip(activations_mx, host))
+        # One transfer, not one per point: concatenated [sum of widths] (attn_z and
+        # mlp_hidden are not d_model wide), then split back on the host.
+        flat = mx.concatenate([a.reshape(-1) for a in activations_mx.values()])
+        host = np.array(flat if flat.dtype == mx.float32 else flat.astype(mx.float32))
+        ends = np.cumsum([a.size for a in activations_mx.values()])[:-1]
+        activations = dict(zip(activations_mx, np.split(host, ends)))
     return GenerationStep(
         index=index, position=position, token=token, text=response.text,
         prob=float(np.exp(logprobs[token])), sampling_prob=sampling_prob, entropy=max(entropy, 0.0) + 0.0,
         raw_entropy=max(raw_entropy, 0.0) + 0.0, top_k=alternatives, activations=activations, readings=readings,
         finish_reason=response.finish_reason, generation_tps=float(response.generation_tps),
         prompt_tokens=int(response.prompt_tokens),
-        logprobs=logprobs.astype(np.float32) if keep_logprobs else None,
+        logprobs=logprobs if keep_logprobs else None,
     )

@@ -144,12 +144,15 @@ def test_masked_steering_changes_only_the_masked_positions(arch):
 
 def test_streamed_capture_equals_a_full_forward(arch, tokenizer):
     model = _model(arch)
-    points = [f"resid_post.{i}" for i in range(ModelAdapter(model).n_layers)] + ["attn_out.1", "mlp_out.1"]
+    points = hook_points(model)  # every point: widths D, H·Dh and d_mlp in one step
     recorder = ActivationRecorder()
     # 12 prompt + 10 generated tokens: past the tiny Gemma 3's 8-token sliding window
     steps = list(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=10, capture=points, recorder=recorder))
     full = TOKENS + [s.token for s in steps]
     _, reference = _forward(model, tokens=full, capture=points)
+    for step in steps:  # each step's own copy: the activation at the position that chose its token
+        for point in points:
+            np.testing.assert_array_equal(step.activations[point], np.array(recorder.stack(point)[0, step.position - 1]))
     for point in points:
         assert recorder.positions(point).tolist() == list(range(len(full)))
         np.testing.assert_allclose(np.array(recorder.stack(point)[0]), reference[point], rtol=1e-4, atol=1e-4,

@@ -57,11 +57,31 @@ def model_classes(model_type: str):
     return _get_classes(dict(CONFIGS.get(model_type, {"model_type": model_type})))
 
 
-def make_model(model_type: str, seed: int = 0, dtype=mx.float32, embed_scale: float = 0.5) -> nn.Module:
-    """A tiny random ``model_type`` model. Weights are drawn so that activations and
-    logits are far from zero and from each other (a peaked, deterministic greedy path)."""
-    model_cls, args_cls = model_classes(model_type)
+def scaled_config(model_type: str, hidden: int, layers: int, vocab: int, heads: int = 8) -> dict:
+    """The family's config at other widths (for benchmarks: realistic per-token work)."""
     config = _deep_copy(CONFIGS[model_type])
+    text = config.get("text_config", config)
+    text.update(hidden_size=hidden, num_hidden_layers=layers, intermediate_size=4 * hidden,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 4))
+    if "head_dim" in text:
+        text["head_dim"] = hidden // heads
+    if "query_pre_attn_scalar" in text:
+        text["query_pre_attn_scalar"] = hidden // heads
+    if "moe_intermediate_size" in text:
+        text["moe_intermediate_size"] = hidden
+    config["vocab_size"] = vocab
+    if "mlp_only_layers" in text:
+        text["mlp_only_layers"] = [1]
+    return config
+
+
+def make_model(model_type: str, seed: int = 0, dtype=mx.float32, embed_scale: float = 0.5,
+               config: dict | None = None) -> nn.Module:
+    """A tiny random ``model_type`` model (or one built from ``config``). Weights are drawn so
+    that activations and logits are far from zero and from each other (a peaked, deterministic
+    greedy path)."""
+    model_cls, args_cls = model_classes(model_type)
+    config = _deep_copy(config or CONFIGS[model_type])
     mx.random.seed(seed)
     model = model_cls(args_cls.from_dict(config))
     # Random normals for every weight: mlx-lm's default init leaves norm weights at 1
