@@ -273,3 +273,37 @@ def test_presets_and_control_vectors_carry_the_familys_layers(arch, tmp_path):
     assert reader.fields["controlvector.layer_count"].contents() == adapter.n_layers - 1
     assert reader.fields["controlvector.model_hint"].contents() == adapter.arch.gguf_name
     assert sorted(t.name for t in reader.tensors) == [f"direction.{n}" for n in range(1, adapter.n_layers)]
+
+
+def test_a_saved_folder_loads_with_its_estimate_and_fingerprint(arch, tmp_path):
+    from mlx_hooks.fingerprint import fingerprint_model
+    from mlx_hooks.loader import load_model
+    from tiny_models import save_model_folder
+
+    folder = save_model_folder(tmp_path / arch, arch)
+    loaded = load_model(str(folder), runtime_dtype="float32", memory_budget_bytes=None, context_tokens=64)
+    model = make_model(arch)  # the same seed: the weights save_model_folder wrote
+    assert loaded.fingerprint == fingerprint_model(model)
+    assert np.array_equal(np.array(loaded.model(mx.array([TOKENS]))), np.array(model(mx.array([TOKENS]))))
+    dims = dims_of(model)
+    per_token = 2 * dims.n_kv_heads * dims.head_dim * 4  # K and V, float32
+    cached = 64 * dims.n_layers
+    if dims.sliding_window:  # the tiny Gemma 3 keeps 8 tokens in every other layer
+        cached = 64 * (dims.n_layers // dims.global_every) + 8 * (dims.n_layers - dims.n_layers // dims.global_every)
+    assert loaded.estimate.kv_cache_bytes == per_token * cached
+
+
+def test_an_architecture_the_hooks_do_not_know_is_refused_at_load_naming_the_file(tmp_path):
+    import json
+
+    from mlx_hooks.errors import ModelLoadError
+    from mlx_hooks.loader import load_model
+    from tiny_models import save_model_folder
+
+    folder = save_model_folder(tmp_path / "m", "llama")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "olmo2"}))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(folder), memory_budget_bytes=None)
+    message = str(info.value)
+    assert str(folder / "config.json") in message and "'olmo2'" in message and "gemma2" in message
