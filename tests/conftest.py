@@ -24,6 +24,13 @@ CHAT_TEMPLATE = (
 )
 
 
+def pytest_collection_modifyitems(config, items):
+    """The fast tier (`pytest -m "not slow"`) leaves out the real-model and bundle tests."""
+    for item in items:
+        if item.get_closest_marker("integration") or item.get_closest_marker("bundle"):
+            item.add_marker(pytest.mark.slow)
+
+
 def make_byte_tokenizer() -> TokenizerWrapper:
     """Byte-level tokenizer: 256 byte tokens, then <|endoftext|>, <|im_start|>, <|im_end|>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
