@@ -211,3 +211,25 @@ def dims_from_config(config: dict) -> ModelDims:
     except (ValueError, TypeError, KeyError) as exc:
         raise HookPointError(f"config for {model_type!r} is incomplete ({type(exc).__name__}: {exc})") from exc
     return _dims(model_type, args, config)
+
+
+def describe(dims: ModelDims) -> list[str]:
+    """Human-readable lines: the family entry and the widths of every point kind (``models info``)."""
+    arch = architecture_for(dims.architecture)
+    attn = arch.attn_out_attr if arch.attn_out_attr == arch.attn_attr else f"{arch.attn_out_attr} (after {arch.attn_attr})"
+    mlp = arch.mlp_out_attr if arch.mlp_out_attr == arch.mlp_attr else f"{arch.mlp_out_attr} (after {arch.mlp_attr})"
+    local = (f", layers attend locally ({dims.sliding_window} tokens) except every {dims.global_every}-th"
+             if dims.sliding_window else "")
+    return [
+        f"architecture: {dims.architecture} (family {arch.name}, llama.cpp {arch.gguf_name or '-'}), "
+        f"decoder at {'.'.join(arch.decoder_path)}",
+        f"widths: D={dims.d_model}, {dims.n_layers} layers, {dims.n_heads} heads × {dims.head_dim} "
+        f"({dims.n_kv_heads} KV heads), d_mlp={dims.d_mlp}, vocab {dims.vocab_size}",
+        f"context: {dims.context_length or 'unknown'} tokens{local}",
+        f"embed → resid_pre.0: × {dims.embed_scale:g}; final logits: "
+        + (f"{dims.final_logit_softcap:g}·tanh(x/{dims.final_logit_softcap:g})" if dims.final_logit_softcap else "as is"),
+        f"points per block: resid_pre/resid_post/attn_out/mlp_out [D={dims.d_model}], "
+        f"attn_z [H·Dh={dims.n_heads * dims.head_dim}], mlp_hidden [d_mlp={dims.d_mlp}]"
+        + (" (dense layers only)" if arch.mlp_attr == "block_sparse_moe" or dims.architecture.endswith("_moe") else ""),
+        f"attn_out read at {attn}, mlp_out at {mlp}",
+    ]

@@ -164,6 +164,13 @@ def cmd_models(args) -> int:
             print(f"default model: {loader.DEFAULT_MODEL_NAME} at {loader.default_model_path()}")
         except Exception as exc:  # noqa: BLE001 - report, do not fail `info`
             print(f"default model: not available ({exc})")
+        if args.spec:
+            from mlx_hooks.architectures import describe
+
+            folder = loader.folder_for(loader.resolve_source(args.spec))
+            print(f"\n{args.spec} ({folder})")
+            for line in describe(loader.model_dims(folder, loader.read_config(folder))):
+                print(f"  {line}")
         return 0
     if args.action == "list":
         from mlx_hooks.gguf_convert import default_cache_dir
@@ -242,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list models, show backend/BLAS, import a GGUF, estimate memory")
     models.add_argument("action", choices=["list", "info", "import", "estimate"])
-    models.add_argument("spec", nargs="?", help="model for import/estimate (GGUF file, folder, repo id, default)")
+    models.add_argument("spec", nargs="?", help="model for info/import/estimate (GGUF file, folder, repo id, default)")
     models.add_argument("--dtype", default="auto", choices=["auto", "stored", "float32", "bfloat16", "float16"])
     models.add_argument("--context", type=int, default=4096, help="context tokens for the estimate")
     models.add_argument("--capture-points", type=int, default=0, help="hook points cached over the context")

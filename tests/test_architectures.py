@@ -307,3 +307,15 @@ def test_an_architecture_the_hooks_do_not_know_is_refused_at_load_naming_the_fil
         load_model(str(folder), memory_budget_bytes=None)
     message = str(info.value)
     assert str(folder / "config.json") in message and "'olmo2'" in message and "gemma2" in message
+
+
+def test_models_info_describes_the_family(tmp_path, capsys):
+    from symbiont_app.cli import main
+    from tiny_models import save_model_folder
+
+    folder = save_model_folder(tmp_path / "g3", "gemma3")
+    assert main(["models", "info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "decoder at language_model.model" in out
+    assert "attn_out read at post_attention_layernorm (after self_attn)" in out
+    assert "attn_z [H·Dh=64], mlp_hidden [d_mlp=128]" in out and "× 8" in out
