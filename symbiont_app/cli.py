@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--clean", required=True, help="clean prompt, e.g. 'The Eiffel Tower is in the city of'")
     patch.add_argument("--corrupted", required=True, help="corrupted prompt with the same token count")
     patch.add_argument("--answers", nargs=2, required=True, metavar=("CLEAN", "CORRUPTED"), help="e.g. ' Paris' ' Rome'")
-    patch.add_argument("--kind", default="resid_pre", choices=["resid_pre", "resid_post", "attn_out", "mlp_out"])
+    patch.add_argument("--kind", default="resid_pre",
+                       choices=["resid_pre", "resid_post", "attn_out", "mlp_out", "attn_z", "mlp_hidden"])
     patch.add_argument("--width", type=int, default=9)
     patch.set_defaults(func=cmd_patch)
 

@@ -205,7 +205,7 @@ class LensPanel(QWidget):
         self.clean_answer = QLineEdit(" Paris")
         self.corrupted_answer = QLineEdit(" Rome")
         self.kind = QComboBox()
-        self.kind.addItems(["resid_pre", "resid_post", "attn_out", "mlp_out"])
+        self.kind.addItems(["resid_pre", "resid_post", "attn_out", "mlp_out", "attn_z", "mlp_hidden"])
         self.patch_button = QPushButton("Patch every layer × position")
         self.patch_button.clicked.connect(self.run_patching)
         form = QFormLayout()
