@@ -93,20 +93,31 @@ def encode(sae, x):
     ("blocks.12.hook_attn_out", "attn_out.12"), ("blocks.2.hook_mlp_out", "mlp_out.2"), ("hook_embed", "embed"),
     ("layers.5", "resid_post.5"), ("model.layers.5", "resid_post.5"), ("layers.5.mlp", "mlp_out.5"),
     ("gpt_neox.layers.1.attention", "attn_out.1"), ("embed_tokens", "embed"), ("resid_post.-1", "resid_post.-1"),
+    ("blocks.3.attn.hook_z", "attn_z.3"), ("blocks.4.mlp.hook_post", "mlp_hidden.4"), ("attn_z.2", "attn_z.2"),
+    ("mlp_hidden.-1", "mlp_hidden.-1"), ("model.layers.6.post_feedforward_layernorm", "mlp_out.6"),
+    ("layers.6.post_attention_layernorm", "attn_out.6"),
 ])
 def test_hook_names_map_to_symbiont_points(name, point):
     assert point_from_hook_name(name) == point
 
 
-@pytest.mark.parametrize("name", ["blocks.3.hook_resid_mid", "blocks.3.attn.hook_z", "blocks.1.ln2.hook_normalized"])
+@pytest.mark.parametrize("name", ["blocks.3.hook_resid_mid", "blocks.3.attn.hook_q", "blocks.1.ln2.hook_normalized",
+                                  "blocks.2.mlp.hook_pre", "layers.2.mlp.down_proj", "layers.2.input_layernorm"])
 def test_hook_names_without_a_point_are_refused_by_name(name):
     with pytest.raises(ValueError, match=name.replace(".", r"\.")):
         point_from_hook_name(name)
 
 
 def test_hook_name_round_trip():
-    for point in ["embed", "resid_pre.0", "resid_post.7", "attn_out.2", "mlp_out.11"]:
+    for point in ["embed", "resid_pre.0", "resid_post.7", "attn_out.2", "mlp_out.11", "attn_z.5", "mlp_hidden.9"]:
         assert point_from_hook_name(hook_name_for_point(point)) == point
+    assert hook_name_for_point("attn_z.5") == "blocks.5.attn.hook_z"
+    assert hook_name_for_point("mlp_hidden.9") == "blocks.9.mlp.hook_post"
+
+
+def test_sparsify_activation_function_output_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"act\(gate\)·up"):
+        point_from_hook_name("layers.3.mlp.act_fn")
 
 
 # -- SAELens ------------------------------------------------------------------------------------------
@@ -240,7 +251,8 @@ def test_saelens_bfloat16_weights_stay_bfloat16(tmp_path):
 def test_gemma_scope_params_npz_and_safetensors(tmp_path):
     rng = np.random.default_rng(7)
     w = weights(rng, threshold=True)
-    folder = tmp_path / "gemma-scope-2b-pt-res" / "layer_1" / "width_16k" / "average_l0_5"
+    # (published layout with real widths, and the -mlp/-att sites: tests/test_sae_families.py)
+    folder = tmp_path / "gemma-scope-2b-pt-res" / "layer_1" / "average_l0_5"
     folder.mkdir(parents=True)
     np.savez(folder / "params.npz", **w)
     x = inputs(rng)

@@ -1,4 +1,9 @@
-"""Does an SAE fit a model? Its hook point must exist there, its width match, its recorded model agree."""
+"""Does an SAE fit a model? Its hook point must exist there, its width match, its recorded model agree.
+
+The width at a point is the model's d_model at residual, ``attn_out`` and ``mlp_out``
+points, n_heads × head_dim at ``attn_z`` and d_mlp at ``mlp_hidden``
+(:meth:`~mlx_hooks.points.ModelAdapter.width`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,17 @@ import mlx.nn as nn
 from ..errors import HookPointError, SAELoadError
 from ..fingerprint import ModelFingerprint
 from ..points import ModelAdapter
+from .hook_names import sparsify_module_fits
 from .model import SAE
+
+
+def _width_meaning(adapter: ModelAdapter, kind: str) -> str:
+    dims = adapter.dims
+    if kind == "attn_z":
+        return f"n_heads × head_dim = {dims.n_heads} × {dims.head_dim}"
+    if kind == "mlp_hidden":
+        return "d_mlp, the MLP's hidden width"
+    return "d_model, the residual stream's width"
 
 
 class FingerprintWarning(UserWarning):
@@ -38,11 +53,15 @@ def check_fits(sae: SAE, model: Any = None, *, fingerprint: Any = None, where: P
         except HookPointError as exc:
             raise SAELoadError(f"{where}: the SAE's hook point does not exist on this model: {exc}") from exc
         sae.cfg.hook_point = point.name
-        width = adapter.d_model  # every Symbiont point is residual-width
+        module = sae.cfg.extra.get("sparsify_hookpoint") if sae.cfg.source_format == "sparsify" else None
+        if module and (reason := sparsify_module_fits(module, point.kind, adapter.arch.attn_out_attr,
+                                                       adapter.arch.mlp_out_attr)):
+            raise SAELoadError(f"{where}: {point.name} on this {adapter.arch.name} model: {reason}")
+        width = adapter.width(point)
         if sae.cfg.d_in != width:
             raise SAELoadError(
                 f"{where}: the SAE reads {sae.cfg.d_in}-wide activations at {point.name}, "
-                f"but this model's width there is {width}"
+                f"but this model's width there is {width} ({_width_meaning(adapter, point.kind)})"
             )
     recorded = sae.cfg.model_fingerprint
     if fingerprint is not None and recorded:

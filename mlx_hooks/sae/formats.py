@@ -13,8 +13,11 @@ Formats (``load_sae`` tells them apart by their files):
 - **Gemma Scope** ``params.npz`` (or the same arrays as ``.safetensors``): ``W_enc``, ``W_dec``,
   ``b_enc``, ``b_dec``, ``threshold``; JumpReLU without subtracting ``b_dec`` from the input
   (SAELens' ``gemma_2_sae_huggingface_loader``: ``apply_b_dec_to_input: False``). No config:
-  widths come from the arrays, the hook point from the path (``layer_12``, ``-res``/``-mlp``)
-  or the caller.
+  widths come from the arrays, the hook point from the path (``layer_12``, ``-res``/``-mlp``/
+  ``-att``) or the caller (:mod:`.gemma_scope`).
+- **Llama Scope** (OpenMOSS lm-saes) folder: ``hyperparams.json`` + ``checkpoints/final.safetensors``,
+  or ``config.json`` + ``sae_weights.safetensors`` (R1 Distill); dataset-norm scales, decoder
+  norms and thresholds folded into a plain SAE (:mod:`.llama_scope`).
 - **EleutherAI sparsify** folder: ``cfg.json`` + ``sae.safetensors`` (``encoder.weight
   [num_latents, d_in]``, ``encoder.bias``, ``W_dec [num_latents, d_in]``, ``b_dec``);
   ``encode = topk(relu(encoder(x − b_dec)))`` (``sparsify/sparse_coder.py``, ``fused_encoder.py``).
@@ -28,19 +31,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import numpy as np
 
 from ..errors import SAELoadError
 from .features import attach_feature_info
-from .files import read_json, read_npz, read_safetensors
+from .files import read_json, read_safetensors
 from .fit import FingerprintWarning, check_fits
+from .gemma_scope import read_gemma_scope
 from .hook_names import point_from_hook_name
+from .llama_scope import HYPERPARAMS, LM_SAES_CONFIG, is_llama_scope_folder, read_llama_scope
 from .model import SAE, SAEConfig
 from .saving import CFG_FILE, SAELENS_WEIGHTS, save_sae, weights_digest
 
@@ -53,13 +56,17 @@ _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16
 
 # -- format detection ---------------------------------------------------------------------------
 def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
-    """``(format, location)``: ``saelens`` / ``sparsify`` (a folder) or ``gemma_scope`` (a file)."""
+    """``(format, location)``: ``saelens`` / ``sparsify`` / ``llama_scope`` (a folder) or ``gemma_scope`` (a file)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise SAELoadError(f"{path}: no such file or folder")
     if path.is_file():
-        if path.name == CFG_FILE:
+        if path.name in (CFG_FILE, HYPERPARAMS, LM_SAES_CONFIG):
             return detect_format(path.parent)
+        if path.name == "final.safetensors" and path.parent.name == "checkpoints" and is_llama_scope_folder(path.parent.parent):
+            return "llama_scope", path.parent.parent
+        if path.suffix == ".safetensors" and is_llama_scope_folder(path.parent):
+            return "llama_scope", path.parent
         if path.suffix == ".npz":
             return "gemma_scope", path
         if path.suffix == ".safetensors":
@@ -72,6 +79,8 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
         return "saelens", path
     if has_cfg and (path / SPARSIFY_WEIGHTS).is_file():
         return "sparsify", path
+    if not has_cfg and is_llama_scope_folder(path):
+        return "llama_scope", path
     for name in GEMMA_SCOPE_FILES:
         if (path / name).is_file():
             return "gemma_scope", path / name
@@ -82,7 +91,8 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
         raise SAELoadError(f"{path}: holds several SAEs; choose one of: {', '.join(children)}")
     raise SAELoadError(
         f"{path}: not an SAE folder (expected {CFG_FILE} + {SAELENS_WEIGHTS} (SAELens), "
-        f"{CFG_FILE} + {SPARSIFY_WEIGHTS} (sparsify) or params.npz (Gemma Scope))"
+        f"{CFG_FILE} + {SPARSIFY_WEIGHTS} (sparsify), {HYPERPARAMS} + checkpoints/final.safetensors "
+        "(Llama Scope) or params.npz (Gemma Scope))"
     )
 
 
@@ -218,23 +228,9 @@ def _sparsify_config(cfg: dict, folder: Path, hook_point: str | None) -> SAEConf
         # sparsify's SparseCoder.encode always subtracts b_dec (transcoders aside); SAELens'
         # converter derives it from normalize_decoder instead, which that code does not do.
         apply_b_dec_to_input=True, sae_id=folder.name, model_name=model_name if isinstance(model_name, str) else None,
-        source_format="sparsify", extra={k: v for k, v in cfg.items() if k not in ("d_in", "k")},
+        source_format="sparsify",
+        extra={**{k: v for k, v in cfg.items() if k not in ("d_in", "k")}, "sparsify_hookpoint": folder.name},
     )
-
-
-def _gemma_scope_point(path: Path) -> str | None:
-    """Hook point from a Gemma Scope path (``gemma-scope-2b-pt-res/layer_12/width_16k/...``)."""
-    text = path.as_posix()
-    layer = re.search(r"layer_(\d+)", text)
-    if "embedding" in text:
-        return "embed"
-    if layer is None:
-        return None
-    if re.search(r"[-_]res\b|resid", text):
-        return f"resid_post.{layer.group(1)}"
-    if re.search(r"[-_]mlp\b|mlp_out", text):
-        return f"mlp_out.{layer.group(1)}"
-    return None
 
 
 # -- building the SAE -----------------------------------------------------------------------------
@@ -292,7 +288,9 @@ def _fold_saelens(weights: dict[str, mx.array], fold: dict, where: Path) -> None
         weights["W_dec"] = weights["W_dec"] / norms.astype(weights["W_dec"].dtype)[:, None]
 
 
-def _read_format(kind: str, location: Path, hook_point: str | None) -> tuple[SAEConfig, dict[str, mx.array], Path]:
+def _read_format(
+    kind: str, location: Path, hook_point: str | None, dtype: str | None = None
+) -> tuple[SAEConfig, dict[str, mx.array], Path]:
     if kind == "saelens":
         cfg = read_json(location / CFG_FILE)
         ours, fold = _saelens_config(cfg, location, hook_point)
@@ -325,29 +323,16 @@ def _read_format(kind: str, location: Path, hook_point: str | None) -> tuple[SAE
                 f"(num_latents={ours.d_sae}, d_in={ours.d_in})"
             )
         return ours, weights, weights_path
-    # Gemma Scope: arrays only; SAELens maps lower-case ``w_enc`` to ``W_enc`` too.
-    raw = read_npz(location) if location.suffix == ".npz" else read_safetensors(location)
-    weights = {("W_" + k[2:] if k.startswith("w_") else k): v for k, v in raw.items()}
-    for name in ("W_enc", "threshold"):
-        if name not in weights:
-            raise SAELoadError(f"{location}: missing tensor(s) {name} (found: {', '.join(sorted(weights)) or 'none'})")
-    if weights["W_enc"].ndim != 2:
-        raise SAELoadError(f"{location}: W_enc has shape {list(weights['W_enc'].shape)}, expected [d_in, d_sae]")
-    d_in, d_sae = (int(n) for n in weights["W_enc"].shape)
-    point = hook_point or _gemma_scope_point(location)
-    if point is None:
-        raise SAELoadError(f"{location}: cannot tell the hook point from the path; pass it (e.g. hook_point='resid_post.12')")
-    if point == "embed" and "embedding" in location.as_posix():
-        # Gemma Scope's embedding SAEs read the √d_model-scaled embedding (SAELens' gemma loader rescales).
-        weights["W_enc"] = weights["W_enc"] / np.sqrt(d_in)
-        weights["W_dec"] = weights["W_dec"] * np.sqrt(d_in)
-    model = re.search(r"gemma-scope-(\d+b)-(pt|it)", location.as_posix())
-    ours = SAEConfig(
-        d_in=d_in, d_sae=d_sae, architecture="jumprelu", hook_point=point, apply_b_dec_to_input=False,
-        sae_id=location.parent.name or location.stem, model_name=f"gemma-2-{model.group(1)}" + ("-it" if model.group(2) == "it" else "")
-        if model else None, source_format="gemma_scope",
-    )
+    if kind == "llama_scope":
+        return read_llama_scope(location, hook_point, _DTYPES.get(dtype) if dtype else None)
+    ours, weights = read_gemma_scope(location, hook_point)
     return ours, weights, location
+
+
+def _config_file(kind: str, location: Path) -> Path:
+    if kind == "llama_scope":
+        return location / HYPERPARAMS if (location / HYPERPARAMS).is_file() else location / LM_SAES_CONFIG
+    return location / CFG_FILE if location.is_dir() else location
 
 
 # -- public API -----------------------------------------------------------------------------------
@@ -370,10 +355,10 @@ def load_sae(
     (``sae.max_activations``, ``sae.labels``) when they match these weights.
     """
     kind, location = detect_format(path)
-    cfg, weights, where = _read_format(kind, location, hook_point)
+    cfg, weights, where = _read_format(kind, location, hook_point, dtype)
     sae = build_sae(cfg, weights, where, dtype)
-    # Fit problems are about what the config says: name cfg.json where there is one.
-    check_fits(sae, model, fingerprint=fingerprint, where=location / CFG_FILE if location.is_dir() else location)
+    # Fit problems are about what the config says: name the config file where there is one.
+    check_fits(sae, model, fingerprint=fingerprint, where=_config_file(kind, location))
     if attach_records and location.is_dir():
         attach_feature_info(sae, location)
     return sae

@@ -34,7 +34,8 @@ class SAEConfig:
     """What an SAE is and where it reads the model."""
 
     d_in: int
-    """Width of the activations it encodes (the model's residual width for resid points)."""
+    """Width of the activations it encodes: the model's d_model at residual, attn_out and
+    mlp_out points, n_heads × head_dim at ``attn_z``, d_mlp at ``mlp_hidden``."""
     d_sae: int
     """Number of latents."""
     architecture: str = "topk"
@@ -60,7 +61,7 @@ class SAEConfig:
     dtype: str = "float32"
     """Storage dtype of the weights."""
     source_format: str = "saelens"
-    """Format it was loaded from: ``saelens``, ``gemma_scope``, ``sparsify`` or ``symbiont``."""
+    """Format it was loaded from: ``saelens``, ``gemma_scope``, ``llama_scope``, ``sparsify`` or ``symbiont``."""
     extra: dict = field(default_factory=dict)
     """Format-specific fields kept for round-trips (training metadata, dataset...)."""
 
