@@ -1,11 +1,14 @@
-"""Turn a llama-architecture GGUF file into a normal MLX model folder.
+"""Turn a GGUF file (LM Studio, Ollama, llama.cpp) into a normal MLX model folder.
 
-The folder (``config.json``, ``model.safetensors``, ``tokenizer.json``,
+The folder (``config.json``, ``model*.safetensors``, ``tokenizer.json``,
 ``tokenizer_config.json``, ``generation_config.json``) opens with ``mlx_lm.load``
 like any Hugging Face checkpoint, so the rest of Symbiont deals with one kind of
 model. :func:`inspect_gguf` reads the header only and refuses what we cannot
-convert; :func:`convert_gguf` writes the folder atomically and reuses a finished
-one; :func:`converted_dir_for` names the cache folder for a GGUF file.
+convert (:mod:`.gguf_arch`: llama/mistral, qwen2, qwen3, gemma2, gemma3, phi3;
+:mod:`.gguf_tokenizer`: byte-level BPE and SentencePiece; :mod:`.gguf_tensors`:
+float, Q4_0..Q8_0 and K-quant tensors). :func:`convert_gguf` writes the folder
+atomically and reuses a finished one; :func:`converted_dir_for` names the cache
+folder after the file's content, so copies share one conversion.
 """
 
 from __future__ import annotations
@@ -13,48 +16,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import gguf_tokenizer
+from .atomic_io import atomic_write_bytes
 from .errors import GGUFError, ModelLoadError
+from .gguf_arch import SUPPORTED_ARCHITECTURES, Family, Metadata, hf_config  # noqa: F401 - re-exported
+from .gguf_tensors import QUANTIZED_TENSOR_TYPES, SUPPORTED_TENSOR_TYPES, PLANS, ShardWriter, convert_tensor
+from .gguf_tokenizer import SUPPORTED_TOKENIZER_MODELS  # noqa: F401 - re-exported
 
-SUPPORTED_ARCHITECTURES = ("llama",)
-# What mx.load reads: float tensors, and the three block formats it turns into
-# MLX affine-quantized triplets (group size 32). K-quants, Q5_x and IQ types fail
-# inside mx.load with an unhelpful message, so we refuse them up front.
-SUPPORTED_TENSOR_TYPES = frozenset({"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"})
-QUANTIZED_TENSOR_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0"})
-SUPPORTED_TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE
-
-_TOKEN_CONTROL, _TOKEN_USER_DEFINED = 3, 4  # llama.cpp's tokenizer.ggml.token_type
-_FORMAT_VERSION = 1  # bump when the folder layout changes, so old conversions are redone
+_FORMAT_VERSION = 2  # bump when the folder layout changes, so old conversions are redone
 _SOURCE_RECORD = "symbiont_source.json"
-
-_TOP_LEVEL_NAMES = {
-    "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
-}
-_LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-}
-# "scales"/"biases" are the halves of an MLX quantized triplet (from mx.load);
-# "bias" is a real additive bias (attention_bias / mlp_bias models).
-_SUFFIXES = ("weight", "scales", "biases", "bias")
-
-# Pre-tokenizer split patterns, as published in these models' tokenizer.json.
-_LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_PATTERN = _LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")  # single digits
 
 
 @dataclass(frozen=True)
@@ -65,18 +43,20 @@ class GGUFInfo:
     """The file that was inspected."""
     architecture: str
     """``general.architecture``, e.g. ``"llama"``."""
+    model_type: str
+    """The mlx-lm ``model_type`` it converts to (``gemma3`` -> ``gemma3_text``)."""
     tensor_types: dict[str, int] = field(hash=False)
-    """How many tensors use each GGML type, e.g. ``{"Q4_1": 210, "F32": 61}``."""
+    """How many tensors use each GGML type, e.g. ``{"Q4_K": 193, "Q6_K": 32, "F32": 65}``."""
     n_params: int
     """Number of weights (elements) over all tensors."""
     stored_bytes: int
     """Bytes the tensor data occupies in the file."""
     hidden_size: int
-    """Model width (``llama.embedding_length``)."""
+    """Model width (``<arch>.embedding_length``)."""
     num_hidden_layers: int
-    """Number of decoder blocks (``llama.block_count``)."""
+    """Number of decoder blocks (``<arch>.block_count``)."""
     intermediate_size: int
-    """MLP width (``llama.feed_forward_length``)."""
+    """MLP width (``<arch>.feed_forward_length``)."""
     num_attention_heads: int
     """Query heads."""
     num_key_value_heads: int
@@ -91,10 +71,14 @@ class GGUFInfo:
     """Epsilon of the RMS norms."""
     head_dim: int
     """Width of one attention head."""
+    tokenizer_model: str = "gpt2"
+    """``tokenizer.ggml.model``: ``gpt2`` (byte-level BPE) or ``llama`` (SentencePiece)."""
     tokenizer_pre: str = "default"
-    """``tokenizer.ggml.pre``: which pre-tokenizer the vocabulary was trained with."""
+    """``tokenizer.ggml.pre``: which pre-tokenizer a BPE vocabulary was trained with."""
     tied_embeddings: bool = True
     """True when there is no separate output matrix (the embedding is reused)."""
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    """The ``config.json`` the conversion writes."""
 
     @property
     def quantized(self) -> bool:
@@ -102,33 +86,8 @@ class GGUFInfo:
         return any(t in QUANTIZED_TENSOR_TYPES for t in self.tensor_types)
 
 
-def mlx_name(gguf_name: str) -> str | None:
-    """The mlx-lm llama parameter name for a GGUF tensor name (None if unknown)."""
-    base, _, suffix = gguf_name.rpartition(".")
-    if suffix not in _SUFFIXES:
-        return None
-    if base in _TOP_LEVEL_NAMES:
-        return f"{_TOP_LEVEL_NAMES[base]}.{suffix}"
-    m = re.fullmatch(r"blk\.(\d+)\.(\w+)", base)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{suffix}"
-    return None
-
-
-def _value(reader, path: Path, key: str, default: Any = ...) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        if default is ...:
-            raise GGUFError(f"{path}: metadata key {key!r} is missing")
-        return default
-    try:
-        return f.contents()
-    except Exception as e:
-        raise GGUFError(f"{path}: metadata key {key!r} is unreadable ({e})") from e
-
-
-def _inspect(path: Path):
-    """:func:`inspect_gguf`, also returning the open reader for reuse."""
+def _inspect(path: Path) -> tuple[GGUFInfo, Family, Metadata]:
+    """:func:`inspect_gguf`, also returning the family and the open header."""
     import gguf
 
     if not path.is_file():
@@ -137,67 +96,37 @@ def _inspect(path: Path):
         reader = gguf.GGUFReader(path)  # memory-mapped: reads the header only
     except Exception as e:  # ValueError, IndexError, ... depending on where it breaks
         raise GGUFError(f"{path}: not a GGUF file, or truncated or corrupt ({e})") from e
-    tensors = reader.tensors
+    tensors = {t.name: t for t in reader.tensors}
 
     # The reader maps tensor data lazily; make sure the file really holds it all.
     size = path.stat().st_size
-    if tensors and (end := max(t.data_offset + t.n_bytes for t in tensors)) > size:
+    if tensors and (end := max(t.data_offset + t.n_bytes for t in tensors.values())) > size:
         raise GGUFError(f"{path}: file is truncated ({size} bytes, tensor data ends at byte {end})")
-
-    arch = _value(reader, path, "general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        supported = ", ".join(SUPPORTED_ARCHITECTURES)
-        raise GGUFError(f"{path}: architecture {arch!r} is not supported (supported: {supported})")
-    for t in tensors:
+    meta = Metadata(path, reader)
+    meta = Metadata(path, reader, str(meta.get("general.architecture")))
+    for t in tensors.values():
         if (kind := t.tensor_type.name) not in SUPPORTED_TENSOR_TYPES:
             supported = ", ".join(sorted(SUPPORTED_TENSOR_TYPES))
-            raise GGUFError(
-                f"{path}: tensor type {kind} (used by {t.name!r}) is not supported "
-                f"(supported: {supported})"
-            )
-        if mlx_name(t.name) is None:
-            hint = " (llama 3.1-style rope scaling)" if t.name.startswith("rope_freqs") else ""
-            raise GGUFError(f"{path}: tensor {t.name!r}{hint} is not supported for {arch}")
-    tok_model = _value(reader, path, "tokenizer.ggml.model", "<none>")
-    if tok_model not in SUPPORTED_TOKENIZER_MODELS:
-        raise GGUFError(
-            f"{path}: tokenizer model {tok_model!r} is not supported (supported: gpt2 byte-level BPE)"
-        )
-
-    def hp(key: str, default: Any = ...) -> Any:
-        return _value(reader, path, f"{arch}.{key}", default)
-
-    hidden, n_heads = int(hp("embedding_length")), int(hp("attention.head_count"))
-    head_dim = int(hp("attention.key_length", hidden // n_heads))
-    # mlx-lm's llama rotates whole heads and reads no GGUF rope scaling: refuse
-    # rather than load a model that silently computes something else.
-    if int(hp("rope.dimension_count", head_dim)) != head_dim:
-        raise GGUFError(f"{path}: partial rotary embeddings are not supported")
-    if (scaling := hp("rope.scaling.type", "none")) != "none":
-        raise GGUFError(f"{path}: rope scaling {scaling!r} is not supported")
-    by_name = {t.name: t for t in tensors}
-    if "token_embd.weight" not in by_name:
-        raise GGUFError(f"{path}: tensor 'token_embd.weight' is missing")
+            raise GGUFError(f"{path}: tensor type {kind} (used by {t.name!r}) is not supported "
+                            f"(supported: {supported})")
+    family, config = hf_config(meta, tensors)
+    tokenizer_model = gguf_tokenizer.check_model(meta)
     info = GGUFInfo(
         path=path,
-        architecture=arch,
-        tensor_types=dict(Counter(t.tensor_type.name for t in tensors)),
-        n_params=sum(int(t.n_elements) for t in tensors),
-        stored_bytes=sum(int(t.n_bytes) for t in tensors),
-        hidden_size=hidden,
-        num_hidden_layers=int(hp("block_count")),
-        intermediate_size=int(hp("feed_forward_length")),
-        num_attention_heads=n_heads,
-        num_key_value_heads=int(hp("attention.head_count_kv", n_heads)),
-        vocab_size=int(by_name["token_embd.weight"].shape[-1]),  # GGUF lists dims innermost first
-        context_length=int(hp("context_length", 2048)),
-        rope_theta=float(hp("rope.freq_base", 10000.0)),
-        rms_norm_eps=float(hp("attention.layer_norm_rms_epsilon", 1e-5)),
-        head_dim=head_dim,
-        tokenizer_pre=str(_value(reader, path, "tokenizer.ggml.pre", "default")),
-        tied_embeddings="output.weight" not in by_name,
+        architecture=meta.arch,
+        model_type=family.model_type,
+        tensor_types=dict(Counter(t.tensor_type.name for t in tensors.values())),
+        n_params=sum(int(t.n_elements) for t in tensors.values()),
+        stored_bytes=sum(int(t.n_bytes) for t in tensors.values()),
+        **{k: config[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
+                                  "num_key_value_heads", "vocab_size", "rope_theta", "rms_norm_eps", "head_dim")},
+        context_length=config["max_position_embeddings"],
+        tokenizer_model=tokenizer_model,
+        tokenizer_pre=str(meta.get("tokenizer.ggml.pre", "default")),
+        tied_embeddings=config["tie_word_embeddings"],
+        config=config,
     )
-    return info, reader
+    return info, family, meta
 
 
 def inspect_gguf(path: str | os.PathLike) -> GGUFInfo:
@@ -205,7 +134,7 @@ def inspect_gguf(path: str | os.PathLike) -> GGUFInfo:
 
     Raises:
         GGUFError: naming the file and the problem (missing, not GGUF, truncated,
-            unsupported architecture, tensor type or tokenizer).
+            unsupported architecture, tensor type, tokenizer, rope scaling, ...).
     """
     return _inspect(Path(path))[0]
 
@@ -221,134 +150,48 @@ def _unpermute_rows(w, n_head: int):
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _load_weights(path: Path, info: GGUFInfo, reader) -> dict:
-    import mlx.core as mx
-    import numpy as np
-
-    try:
-        raw = mx.load(str(path))
-    except Exception as e:
-        raise GGUFError(f"{path}: MLX could not read the tensors ({e})") from e
-    # mx.load returns BF16 tensors as float16, which rounds them and turns values
-    # beyond 65504 into inf; take the exact bits from the file instead.
-    for t in reader.tensors:
-        if t.tensor_type.name == "BF16":
-            bits = np.ascontiguousarray(t.data).view(np.uint16).reshape(raw[t.name].shape)
-            raw[t.name] = mx.array(bits).view(mx.bfloat16)
-
-    weights = {}
-    for name, w in raw.items():
-        if ".attn_q." in name:
-            w = _unpermute_rows(w, info.num_attention_heads)
-        elif ".attn_k." in name:
-            w = _unpermute_rows(w, info.num_key_value_heads)
-        weights[mlx_name(name)] = w
-    return weights
-
-
-def _build_tokenizer(path: Path, reader, pre: str, tokens: list[str], ids: dict):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
-    from tokenizers import pre_tokenizers as pt
-
-    merges = []
-    for m in _value(reader, path, "tokenizer.ggml.merges", []):
-        if len(pair := m.split(" ")) != 2:
-            raise GGUFError(f"{path}: malformed BPE merge {m!r} in tokenizer.ggml.merges")
-        merges.append(tuple(pair))
-    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False))
-
-    if pre == "smollm":
-        tok.pre_tokenizer = pt.Sequence(
-            [pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)]
-        )
-    elif pre in ("llama-bpe", "qwen2"):
-        split = pt.Split(Regex(_LLAMA3_PATTERN if pre == "llama-bpe" else _QWEN2_PATTERN), "isolated")
-        tok.pre_tokenizer = pt.Sequence([split, pt.ByteLevel(add_prefix_space=False, use_regex=False)])
-        if pre == "qwen2":
-            tok.normalizer = normalizers.NFC()
-    else:
-        if pre not in ("gpt2", "default"):
-            warnings.warn(
-                f"{path}: unknown pre-tokenizer {pre!r}; using plain byte-level splitting, "
-                "which may tokenize some text differently from the original model",
-                stacklevel=4,
-            )
-        tok.pre_tokenizer = pt.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-
-    # Control tokens (<|im_start|>...) must be matched whole, before BPE sees the text.
-    types = _value(reader, path, "tokenizer.ggml.token_type", [])
-    for kind, special in ((_TOKEN_CONTROL, True), (_TOKEN_USER_DEFINED, False)):
-        added = [AddedToken(s, special=special, normalized=False) for s, t in zip(tokens, types) if t == kind]
-        (tok.add_special_tokens if special else tok.add_tokens)(added)
-
-    # transformers ignores add_bos_token/add_eos_token in tokenizer_config.json for a
-    # PreTrainedTokenizerFast: only tokenizer.json's post-processor adds BOS/EOS.
-    bos, eos = [], []
-    for end, into in (("bos", bos), ("eos", eos)):
-        if ids[end] is not None and _value(reader, path, f"tokenizer.ggml.add_{end}_token", False):
-            into.append(tokens[ids[end]])
-    if bos or eos:
-        tok.post_processor = processors.TemplateProcessing(
-            single=[*bos, "$A", *eos],
-            pair=[*bos, "$A", *eos, *bos, "$B:1", *eos],
-            special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys(bos + eos)],
-        )
-    else:
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return tok
-
-
-def _write_folder(path: Path, info: GGUFInfo, reader, folder: Path, source: dict) -> None:
+def _write_weights(info: GGUFInfo, family: Family, meta: Metadata, folder: Path) -> None:
     import mlx.core as mx
 
-    weights = _load_weights(path, info, reader)
-    mx.save_safetensors(str(folder / "model.safetensors"), weights, {"format": "mlx"})
-    del weights
+    heads = {"attn_q": info.num_attention_heads, "attn_k": info.num_key_value_heads}
+    writer = ShardWriter(folder)
+    for t in meta.reader.tensors:
+        name = family.mlx_name(t.name)
+        if name is None:  # rope factors: already in config.json
+            continue
+        parts = convert_tensor(t, f"{meta.path}: tensor {t.name!r}")
+        role = t.name.split(".")[-2]
+        if family.permute_qk and role in heads:
+            parts = {k: _unpermute_rows(v, heads[role]) for k, v in parts.items()}
+        if family.norm_offset and role.endswith("norm"):
+            parts = {k: v.astype(mx.float32) - family.norm_offset for k, v in parts.items()}
+        mx.eval(parts)
+        for suffix, value in parts.items():
+            writer.add(name if suffix == "weight" else f"{name[: -len('weight')]}{suffix}", value)
+    writer.close()
 
-    tokens = _value(reader, path, "tokenizer.ggml.tokens")
-    ids = {}
-    for name, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"), ("unk", "unknown")):
-        i = _value(reader, path, f"tokenizer.ggml.{key}_token_id", None)
-        if i is not None and not 0 <= i < len(tokens):
-            raise GGUFError(f"{path}: {name} token id {i} is outside the vocabulary")
-        ids[name] = i
-    tokenizer = _build_tokenizer(path, reader, info.tokenizer_pre, tokens, ids)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    names = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
-             "num_key_value_heads", "head_dim", "vocab_size", "rope_theta", "rms_norm_eps")
-    config: dict[str, Any] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        **{k: getattr(info, k) for k in names},
-        "max_position_embeddings": info.context_length,
-        # Q/K rows were un-permuted, so this is a Hugging-Face-layout llama.
-        "rope_traditional": False,
-        "tie_word_embeddings": info.tied_embeddings,
-        "attention_bias": any(t.name.endswith("attn_q.bias") for t in reader.tensors),
-        "mlp_bias": any(t.name.endswith("ffn_up.bias") for t in reader.tensors),
-        **{f"{k}_token_id": ids[k] for k in ("bos", "eos") if ids[k] is not None},
-    }
+
+def _write_folder(info: GGUFInfo, family: Family, meta: Metadata, folder: Path, source: dict) -> None:
+    # The tokenizer first: it is quick, and a bad vocabulary is then reported before minutes of weights.
+    vocab = gguf_tokenizer.read_vocab(meta)
+    gguf_tokenizer.check_ids(meta, vocab, info.vocab_size)
+    gguf_tokenizer.build_tokenizer(meta, vocab).save(str(folder / "tokenizer.json"))
+    _write_json(folder / "tokenizer_config.json", gguf_tokenizer.tokenizer_config(meta, vocab, info.context_length))
+
+    _write_weights(info, family, meta, folder)
+    config = dict(info.config)
+    config.update({f"{k}_token_id": vocab.ids[k] for k in ("bos", "eos") if vocab.ids[k] is not None})
     if info.quantized:
-        # Only defaults: mlx-lm infers each layer's bits and group size from the
-        # shapes of its scales (an 8-bit embedding beside 4-bit linears loads).
-        bits = 4 if {"Q4_0", "Q4_1"} & info.tensor_types.keys() else 8
+        # The commonest width as the default; mlx-lm reads each layer's bits from the
+        # shapes of its scales (Q6_K output beside Q4_K linears loads), and every group is 32.
+        widths: Counter = Counter()
+        for kind, n in info.tensor_types.items():
+            if PLANS[kind].bits is not None:
+                widths[PLANS[kind].bits] += n
+        bits = widths.most_common(1)[0][0]
         config["quantization"] = {"group_size": 32, "bits": bits, "mode": "affine"}
         config["quantization_config"] = dict(config["quantization"])
     _write_json(folder / "config.json", config)
-
-    tok_config: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        # For the record; tokenizer.json's post-processor is what adds them.
-        "add_bos_token": bool(_value(reader, path, "tokenizer.ggml.add_bos_token", False)),
-        "add_eos_token": bool(_value(reader, path, "tokenizer.ggml.add_eos_token", False)),
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": info.context_length,
-        **{f"{k}_token": tokens[i] for k, i in ids.items() if i is not None},
-    }
-    if (template := _value(reader, path, "tokenizer.chat_template", None)) is not None:
-        tok_config["chat_template"] = template
-    _write_json(folder / "tokenizer_config.json", tok_config)
     generation = {k: config[k] for k in ("bos_token_id", "eos_token_id") if k in config}
     _write_json(folder / "generation_config.json", generation)
     _write_json(folder / _SOURCE_RECORD, source)  # last: marks a finished conversion
@@ -358,13 +201,46 @@ def _write_json(file: Path, obj: dict) -> None:
     file.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _source_record(path: Path) -> dict:
+# --- the cache, keyed by content ------------------------------------------------------------
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of the file's bytes.
+
+    Hashing reads the whole file (benchmarks/gguf_convert.py measures it against
+    the conversion), so the digest is remembered next to the cache, keyed by the
+    file's device, inode, size, mtime and ctime: an unchanged file is read once,
+    and any write (which moves ctime, which no tool can set back) means a re-read.
+    """
+    path = Path(path)
     try:
         st = path.stat()
     except FileNotFoundError:
         raise GGUFError(f"{path}: file not found") from None
-    return {"source": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "format_version": _FORMAT_VERSION}
+    stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    real = os.path.realpath(path)
+    memo = default_cache_dir() / "models" / "gguf-digests" / f"{hashlib.sha256(real.encode()).hexdigest()[:32]}.json"
+    try:
+        record = json.loads(memo.read_text(encoding="utf-8"))
+        if record.get("stat") == stamp and record.get("path") == real:
+            return str(record["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise GGUFError(f"{path}: cannot read ({e})") from e
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(memo, json.dumps({"path": real, "stat": stamp, "sha256": digest}).encode())
+    except OSError:
+        pass  # a read-only cache only costs re-hashing next time
+    return digest
+
+
+def _source_record(path: Path) -> dict:
+    return {"sha256": content_digest(path), "format_version": _FORMAT_VERSION}
 
 
 def _read_record(folder: Path) -> dict | None:
@@ -374,12 +250,16 @@ def _read_record(folder: Path) -> dict | None:
         return None
 
 
+def _same_source(record: dict | None, source: dict) -> bool:
+    return record is not None and all(record.get(k) == v for k, v in source.items())
+
+
 def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Convert a GGUF file into an MLX model folder at ``out_dir`` and return it.
 
-    Reuses ``out_dir`` when it already holds a conversion of the same file (same
-    path, size and modification time). The folder appears complete or not at all:
-    it is built in a temporary sibling and renamed into place.
+    Reuses ``out_dir`` when it already holds a conversion of a file with the same
+    content. The folder appears complete or not at all: it is built in a temporary
+    sibling and renamed into place.
 
     Raises:
         GGUFError: the file is missing, unreadable or unsupported.
@@ -387,17 +267,19 @@ def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """
     path, out_dir = Path(path), Path(out_dir)
     source = _source_record(path)
-    if (record := _read_record(out_dir)) == source:
+    record = _read_record(out_dir)
+    if _same_source(record, source):
         return out_dir
     if record is None and out_dir.exists() and any(out_dir.iterdir()):
         # Never delete a folder we did not create.
         raise ModelLoadError(f"{out_dir}: exists and is not a converted model; not overwriting it")
-    info, reader = _inspect(path)
+    info, family, meta = _inspect(path)
+    source = {**source, "source": os.path.realpath(path)}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        _write_folder(path, info, reader, tmp, source)
+        _write_folder(info, family, meta, tmp, source)
         _move_into_place(tmp, out_dir, source)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -410,8 +292,8 @@ def _move_into_place(tmp: Path, out_dir: Path, source: dict) -> None:
         os.replace(tmp, out_dir)  # works when out_dir is absent or an empty folder
         return
     except OSError:
-        if (record := _read_record(out_dir)) == source:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
+        if _same_source(record := _read_record(out_dir), {k: source[k] for k in ("sha256", "format_version")}):
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
             return
         if record is None:  # appeared meanwhile, and is not ours to delete
             raise ModelLoadError(f"{out_dir}: exists and is not a converted model; not overwriting it")
@@ -444,12 +326,16 @@ def default_cache_dir() -> Path:
 
 
 def converted_dir_for(path: str | os.PathLike) -> Path:
-    """The cache folder for a GGUF file: ``<cache>/models/gguf/<stem>-<hash>``.
+    """The cache folder for a GGUF file: ``<cache>/models/gguf/<stem>-<content hash>``.
 
-    The hash covers the real path, size and modification time, so an edited or
-    replaced file gets a fresh folder.
+    Named after the file's content (:func:`content_digest`): a copy under another
+    name or path finds the folder converted for the first one, and an edited file
+    gets a fresh folder.
     """
     path = Path(path)
-    s = _source_record(path)
-    digest = hashlib.sha256(f"{s['source']}\0{s['size']}\0{s['mtime_ns']}".encode()).hexdigest()[:12]
-    return default_cache_dir() / "models" / "gguf" / f"{path.stem}-{digest}"
+    digest = content_digest(path)[:16]
+    root = default_cache_dir() / "models" / "gguf"
+    for folder in sorted(root.glob(f"*-{digest}")) if root.is_dir() else []:
+        if folder.is_dir() and not folder.name.startswith("."):
+            return folder  # converted (or being converted) from a copy with another name
+    return root / f"{path.stem}-{digest}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import gguf
@@ -70,6 +72,12 @@ def build_tiny_model(seed: int = 0) -> llama.Model:
         layer.self_attn.k_proj.weight = layer.self_attn.k_proj.weight * 4
     mx.eval(model.parameters())
     return model
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Content digests are remembered in the cache folder: keep them out of the user's."""
+    monkeypatch.setenv("SYMBIONT_CACHE_DIR", str(tmp_path / "symbiont-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -295,12 +303,12 @@ def test_unknown_pre_tokenizer_warns(tiny_model, tmp_path):
 
 
 def test_unsupported_tensor_types_refused(tiny_model, tmp_path):
-    q4k = np.random.default_rng(0).integers(0, 256, (64, 144), dtype=np.uint8)  # one 256-block per row
-    path = write_gguf(tmp_path / "k.gguf", tiny_model, Q.F16, replace={"blk.1.ffn_down.weight": (q4k, Q.Q4_K)})
-    with pytest.raises(GGUFError, match=r"k\.gguf.*Q4_K.*blk\.1\.ffn_down\.weight"):
+    # IQ and ternary types have no MLX counterpart; they are refused by name, before any work.
+    iq4 = np.random.default_rng(0).integers(0, 256, (64, 128 // 32 * 18), dtype=np.uint8)  # IQ4_NL: 18-byte blocks of 32
+    path = write_gguf(tmp_path / "iq.gguf", tiny_model, Q.F16, replace={"blk.1.ffn_down.weight": (iq4, Q.IQ4_NL)})
+    with pytest.raises(GGUFError, match=r"iq\.gguf.*IQ4_NL.*blk\.1\.ffn_down\.weight"):
         inspect_gguf(path)
-    path = write_gguf(tmp_path / "q5.gguf", tiny_model, Q.F16, types={"blk.0.ffn_up.weight": Q.Q5_0})
-    with pytest.raises(GGUFError, match=r"q5\.gguf.*Q5_0.*blk\.0\.ffn_up\.weight"):
+    with pytest.raises(GGUFError, match=r"iq\.gguf.*IQ4_NL"):
         convert_gguf(path, tmp_path / "model")
     assert not (tmp_path / "model").exists()
 
@@ -309,8 +317,8 @@ def test_unsupported_architecture_and_tokenizer_refused(tiny_model, tmp_path):
     path = write_gguf(tmp_path / "g.gguf", tiny_model, Q.F16, arch="gpt2")
     with pytest.raises(GGUFError, match=r"g\.gguf.*'gpt2'.*supported: llama"):
         inspect_gguf(path)
-    path = write_gguf(tmp_path / "spm.gguf", tiny_model, Q.F16, tok_model="llama")
-    with pytest.raises(GGUFError, match=r"spm\.gguf.*tokenizer model 'llama'"):
+    path = write_gguf(tmp_path / "bert.gguf", tiny_model, Q.F16, tok_model="bert")
+    with pytest.raises(GGUFError, match=r"bert\.gguf.*tokenizer model 'bert'"):
         inspect_gguf(path)
 
 
@@ -335,7 +343,7 @@ def test_bad_files_refused(gguf_files, tmp_path):
 
 
 def test_failed_conversion_leaves_nothing(tiny_model, tmp_path):
-    # Fails late: after the weights are written, while building the tokenizer.
+    # A bad vocabulary: reported before the weights are converted.
     path = write_gguf(tmp_path / "m.gguf", tiny_model, Q.F16, merges=["a b c"])
     cache = tmp_path / "cache"
     with pytest.raises(GGUFError, match=r"m\.gguf.*malformed BPE merge"):
@@ -343,12 +351,31 @@ def test_failed_conversion_leaves_nothing(tiny_model, tmp_path):
     assert list(cache.iterdir()) == []
 
 
+def test_late_failure_leaves_nothing(gguf_files, tmp_path, monkeypatch):
+    # Fails after the weights are written, while writing config.json.
+    real = gguf_convert._write_json
+
+    def write_json(file, obj):
+        if file.name == "config.json":
+            raise OSError("disk full")
+        real(file, obj)
+
+    monkeypatch.setattr(gguf_convert, "_write_json", write_json)
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError, match="disk full"):
+        convert_gguf(gguf_files["Q4_1"], cache / "model")
+    assert list(cache.iterdir()) == []
+
+
 def test_reuses_finished_conversion(gguf_files, tmp_path, monkeypatch):
+    """The cache is keyed by content: a touched file or a copy reuses the conversion,
+    an edited file (even with its old size and mtime restored) is converted again."""
     src = tmp_path / "src.gguf"
     shutil.copy(gguf_files["F16"], src)
     out = convert_gguf(src, tmp_path / "model")
     record = json.loads((out / "symbiont_source.json").read_text())
-    assert record["source"] == os.path.realpath(src) and record["size"] == src.stat().st_size
+    assert record["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert record["source"] == os.path.realpath(src)
 
     def fail(*a, **k):
         raise AssertionError("converted again")
@@ -356,13 +383,42 @@ def test_reuses_finished_conversion(gguf_files, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(gguf_convert, "_write_folder", fail)
         assert convert_gguf(src, out) == out
-        os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+        os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # touched, same bytes
+        assert convert_gguf(src, out) == out
+        (tmp_path / "elsewhere").mkdir()
+        copy = tmp_path / "elsewhere" / "renamed.gguf"
+        shutil.copy(src, copy)
+        assert convert_gguf(copy, out) == out
+        # Edit one byte of tensor data in place, then put size and mtime back as they were.
+        st = src.stat()
+        time.sleep(0.05)  # let the ctime clock move past the copy's
+        with open(src, "r+b") as f:
+            f.seek(st.st_size - 1000)
+            byte = f.read(1)
+            f.seek(st.st_size - 1000)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert src.stat().st_size == st.st_size and src.stat().st_mtime_ns == st.st_mtime_ns
         with pytest.raises(AssertionError, match="converted again"):
-            convert_gguf(src, out)  # source changed: redone...
+            convert_gguf(src, out)  # content changed: redone...
     assert json.loads((out / "symbiont_source.json").read_text()) == record  # ...old one kept on failure
     assert convert_gguf(src, out) == out
-    assert json.loads((out / "symbiont_source.json").read_text())["mtime_ns"] == src.stat().st_mtime_ns
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "src.gguf"]
+    new = json.loads((out / "symbiont_source.json").read_text())["sha256"]
+    assert new == hashlib.sha256(src.read_bytes()).hexdigest() != record["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "model", "src.gguf", "symbiont-cache"]
+
+
+def test_content_digest_is_remembered(gguf_files, tmp_path, monkeypatch):
+    src = tmp_path / "a.gguf"
+    shutil.copy(gguf_files["F16"], src)
+    digest = gguf_convert.content_digest(src)
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    with monkeypatch.context() as m:  # an unchanged file is not read again
+        m.setattr(hashlib, "file_digest", lambda *a, **k: pytest.fail("hashed again"))
+        assert gguf_convert.content_digest(src) == digest
+    time.sleep(0.05)
+    src.write_bytes(src.read_bytes()[:-1] + b"x")
+    assert gguf_convert.content_digest(src) == hashlib.sha256(src.read_bytes()).hexdigest() != digest
 
 
 def test_refuses_to_overwrite_foreign_folder(gguf_files, tmp_path):
@@ -378,7 +434,13 @@ def test_cache_locations(gguf_files, tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "c"
     d = converted_dir_for(gguf_files["F16"])
     assert d.parent == tmp_path / "c" / "models" / "gguf" and d.name.startswith("tiny-F16-")
+    assert d.name.endswith(hashlib.sha256(gguf_files["F16"].read_bytes()).hexdigest()[:16])
     assert d != converted_dir_for(gguf_files["F32"])
+    # A copy under another name finds the folder converted for the first name.
+    convert_gguf(gguf_files["F16"], d)
+    copy = tmp_path / "other-name.gguf"
+    shutil.copy(gguf_files["F16"], copy)
+    assert converted_dir_for(copy) == d
     with pytest.raises(GGUFError, match="nope.gguf"):
         converted_dir_for(tmp_path / "nope.gguf")
     monkeypatch.delenv("SYMBIONT_CACHE_DIR")
