@@ -26,6 +26,7 @@ from .hooks import HookSession
 from .interventions import Intervention
 from .distribution import entropy_bits
 from .sampling import SamplingSettings
+from .streams import generation_stream
 
 Reader = Callable[[Mapping[str, mx.array]], Any]
 """Runs on the engine thread with one step's activations (``[D]`` per point); returns plain values."""
@@ -139,6 +140,7 @@ temperature view that re-samples the distribution without re-running the model).
         responses = stream_generate(
             model, tokenizer, mx.array(tokens), max_tokens=max_tokens,
             sampler=sampling.make_sampler(), prompt_cache=prompt_cache,
+            stream=generation_stream(),  # the default device now, not when mlx-lm was imported
         )
         for index, response in enumerate(responses):
             position = prompt_end + index

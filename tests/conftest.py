@@ -10,13 +10,15 @@ import os
 
 import mlx.core as mx
 import pytest
-from mlx_lm.models import llama
-from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 if os.environ.get("SYMBIONT_TEST_DEVICE") == "cpu":
     # CI on GitHub's macOS runners: their paravirtual Metal device is not usable for compute.
+    # Before mlx-lm is imported: it makes its generation stream on the default device of that moment.
     mx.set_default_device(mx.cpu)
+
+from mlx_lm.models import llama  # noqa: E402 - after the device choice above
+from mlx_lm.tokenizer_utils import TokenizerWrapper  # noqa: E402
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

@@ -139,6 +139,8 @@ def generate_texts(
     from mlx_lm.generate import batch_generate
     from mlx_lm.sample_utils import make_sampler
 
+    from ..streams import generation_stream
+
     cache_file = Path(cache_file)
     done: dict[str, str] = {}
     if cache_file.exists():
@@ -154,7 +156,8 @@ def generate_texts(
             tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)
             for p in batch
         ]
-        result = batch_generate(model, tokenizer, encoded, max_tokens=max_tokens, sampler=make_sampler(temp=temp))
+        result = batch_generate(model, tokenizer, encoded, max_tokens=max_tokens, sampler=make_sampler(temp=temp),
+                                stream=generation_stream())  # the default device now (see mlx_hooks.streams)
         for prompt, text in zip(batch, result.texts):
             done[prompt] = text
         _write_jsonl_atomic(cache_file, [{"prompt": p, "text": done[p]} for p in prompts if p in done])

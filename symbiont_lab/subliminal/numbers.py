@@ -28,6 +28,7 @@ from mlx_lm.models.cache import KVCache, make_prompt_cache
 from mlx_hooks.errors import ContextLengthError
 from mlx_hooks.generate import context_length
 from mlx_hooks.hooks import HookSession
+from mlx_hooks.streams import generation_stream
 
 from .teacher import TeacherSetup, TraitSpec, teacher_context
 
@@ -121,12 +122,12 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
     if not todo:
         return
     limit = context_length(model)
-    # The stream must belong to this thread (MLX's thread rule): mlx-lm's module-level
-    # generation stream was made by whichever thread imported it.
+    # A thread-local stream on the default device of now: mlx-lm's own was made on the
+    # default device of when it was imported (see mlx_hooks.streams).
     generator = BatchGenerator(
         model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
         completion_batch_size=batch_size, prefill_batch_size=batch_size,
-        stream=mx.default_stream(mx.default_device()),
+        stream=generation_stream(),
     )
     session = HookSession(model, interventions=teacher.interventions) if teacher.interventions else None
     uid_to_index: dict[int, int] = {}
