@@ -103,7 +103,8 @@ def test_gemma_scope_caller_override_embedding_and_width_folder(tmp_path):
     np.testing.assert_array_equal(np.array(sae.W_dec), w["W_dec"])
     bad = tmp_path / "gemma-scope-2b-pt-mlp" / "layer_1" / "width_65k" / "average_l0_20" / "params.npz"
     write_params(bad, 64, 16384)
-    with pytest.raises(SAELoadError, match=r"width_65k/average_l0_20/params\.npz: the folder width_65k means 65536 latents, but W_enc has 16384"):
+    with pytest.raises(SAELoadError, match=r"width_65k/average_l0_20/params\.npz: the folder width_65k means 65536 "
+                                           r"latents, but W_enc has 16384"):
         load_sae(bad)
     nowhere = tmp_path / "downloads" / "params.npz"
     write_params(nowhere, 64, 4096)

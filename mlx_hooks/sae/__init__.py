@@ -1,7 +1,7 @@
 """Sparse autoencoders: the model, community formats, training, feature records, meters.
 
 - :mod:`.model` — one SAE class (standard ReLU, TopK, BatchTopK, JumpReLU) and clamping;
-- :mod:`.formats` — load SAELens / Gemma Scope / sparsify, save SAELens-native;
+- :mod:`.formats` — load SAELens / Gemma Scope / Llama Scope / sparsify, save SAELens-native;
 - :mod:`.train`, :mod:`.pipeline`, :mod:`.corpus`, :mod:`.activations`, :mod:`.evaluate` — training;
 - :mod:`.features` — per-latent records and labels; :mod:`.meters` — live meters and clamps;
 - :mod:`.search` — find latents by label, by token, or by contrast between prompt sets.

@@ -147,7 +147,8 @@ def read_llama_scope(
     _refuse_transcoders(cfg, folder, config_path)
     point = hook_point or _hook_point(cfg, folder, config_path)
     raw = read_safetensors(weights_path)
-    need = ["encoder.weight", "encoder.bias", "decoder.weight"] + (["decoder.bias"] if cfg.get("use_decoder_bias", True) else [])
+    need = ["encoder.weight", "encoder.bias", "decoder.weight"]
+    need += ["decoder.bias"] if cfg.get("use_decoder_bias", True) else []
     if absent := [n for n in need if n not in raw]:
         raise SAELoadError(f"{weights_path}: missing tensor(s) {', '.join(absent)} (found: {', '.join(sorted(raw))})")
     W_E, W_D = raw["encoder.weight"], raw["decoder.weight"]  # [d_sae, d_model], [d_model, d_sae] (torch Linear)
@@ -158,7 +159,9 @@ def read_llama_scope(
             raise SAELoadError(f"{weights_path}: {name} has shape {list(raw[name].shape)}, expected {list(shape)} "
                                f"(d_model={d_in}, d_sae={d_sae})")
     if cfg.get("d_sae") is not None and int(cfg["d_sae"]) != d_sae:
-        raise SAELoadError(f"{weights_path}: encoder.weight has {d_sae} latents but {config_path.name} says d_sae={cfg['d_sae']}")
+        raise SAELoadError(
+            f"{weights_path}: encoder.weight has {d_sae} latents but {config_path.name} says d_sae={cfg['d_sae']}"
+        )
     s_in, s_out = _norm_factors(cfg, raw, config_path, weights_path)
     learnt = raw.get("log_jumprelu_threshold", raw.get("activation_function.log_jumprelu_threshold"))
     architecture = _ARCHITECTURE[act_fn]

@@ -7,7 +7,7 @@
     symbiont sae train   --out FOLDER [--model M] [--point P] [--corpus builtin|DIR] ...   train a TopK SAE
 
 PATH is an SAE folder or file in any format `mlx_hooks.sae.formats` reads (SAELens,
-Gemma Scope, sparsify). Each sub-command is one ``_add_*`` function listed in
+Gemma Scope, Llama Scope, sparsify). Each sub-command is one ``_add_*`` function listed in
 ``SUBCOMMANDS``; adding another (e.g. ``train``) is one more function and one more entry.
 """
 
@@ -197,11 +197,12 @@ def _add_eval(sub) -> None:
 def _add_common(parser: argparse.ArgumentParser, model_required: bool) -> None:
     from ..cli import add_model_args
 
-    parser.add_argument("path", metavar="PATH", help="SAE folder or file (SAELens, Gemma Scope params.npz, sparsify)")
+    parser.add_argument("path", metavar="PATH", help="SAE folder or file (SAELens, Gemma Scope params.npz, Llama Scope, sparsify)")
     add_model_args(parser)
     if not model_required:
         parser.set_defaults(model=None)
-    parser.add_argument("--hook-point", default=None, help="override the SAE's hook point (e.g. resid_post.12)")
+    parser.add_argument("--hook-point", default=None,
+                        help="override the SAE's hook point (e.g. resid_post.12, mlp_out.12, attn_z.12, mlp_hidden.12)")
 
 
 def cmd_train(args) -> int:

@@ -104,7 +104,7 @@ class SaePanel(QWidget):
         self.model.load(item.path if item else source)
 
     def _open_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "SAE folder (SAELens, Gemma Scope, sparsify)")
+        folder = QFileDialog.getExistingDirectory(self, "SAE folder (SAELens, Gemma Scope, Llama Scope, sparsify)")
         if folder:
             self.available.setEditText(folder)
             self.load(folder)
