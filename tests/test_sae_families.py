@@ -168,6 +168,8 @@ def test_sparsify_modules_must_be_what_the_models_point_reads(tmp_path, gemma2, 
     with pytest.raises(SAELoadError, match=r"layers\.1\.mlp/cfg\.json: mlp_out\.1 on this gemma2 model: the SAE read "
                                            r"the output of `mlp`, .*`post_feedforward_layernorm`"):
         load_sae(write_sparsify(tmp_path / "g", "layers.1.mlp"), gemma2)
+    # the caller's word stands: naming the point skips the module check
+    assert load_sae(tmp_path / "g" / "layers.1.mlp", gemma2, hook_point="mlp_out.1").cfg.hook_point == "mlp_out.1"
     # on a llama the MLP's output is added as is; its post_attention_layernorm is the *pre*-MLP norm
     assert load_sae(write_sparsify(tmp_path / "l", "layers.1.mlp"), llama).cfg.hook_point == "mlp_out.1"
     assert load_sae(write_sparsify(tmp_path / "l", "layers.1.self_attn"), llama).cfg.hook_point == "attn_out.1"

@@ -229,7 +229,9 @@ def _sparsify_config(cfg: dict, folder: Path, hook_point: str | None) -> SAEConf
         # converter derives it from normalize_decoder instead, which that code does not do.
         apply_b_dec_to_input=True, sae_id=folder.name, model_name=model_name if isinstance(model_name, str) else None,
         source_format="sparsify",
-        extra={**{k: v for k, v in cfg.items() if k not in ("d_in", "k")}, "sparsify_hookpoint": folder.name},
+        # the module it read, checked against the loaded model's point unless the caller names the point
+        extra={**{k: v for k, v in cfg.items() if k not in ("d_in", "k")},
+               **({} if hook_point else {"sparsify_hookpoint": folder.name})},
     )
 
 
