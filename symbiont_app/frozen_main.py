@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
+        # A multiprocessing worker (the negation lab's --workers pool; spawn start method)
+        # starts as `Symbiont --multiprocessing-fork ...` in the frozen app, its resource
+        # tracker as `Symbiont -c "from multiprocessing.resource_tracker import main..."`:
+        # run that here and exit, before anything opens a window. PyInstaller's runtime
+        # hook makes freeze_support() do this on every platform; unfrozen it does nothing.
+        multiprocessing.freeze_support()
         reexec_with_fast_blas()  # Linux: preload OpenBLAS before MLX loads (no-op on macOS)
         argv = sys.argv[1:]
     if argv[:1] == ["--cli"]:
