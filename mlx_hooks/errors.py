@@ -32,3 +32,12 @@ class ContextLengthError(SymbiontError):
 
 class SAELoadError(SymbiontError):
     """An SAE file that cannot be read or does not fit the model (names the file and the problem)."""
+
+
+class HubAccessError(ModelLoadError):
+    """A Hugging Face repo that cannot be fetched: missing, gated or private, or the Hub unreachable
+    (the message names the repo and what to do)."""
+
+
+class DownloadCancelled(SymbiontError):
+    """A hub download stopped because the user cancelled it; files already complete stay in the cache."""

