@@ -14,8 +14,8 @@ import pytest
 
 from mlx_hooks.generate import GenerationStep, TokenAlternative
 from symbiont_app.engine.protocol import (
-    EstimateModel, Failed, Finished, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, Progress, ReplyStarted,
-    SendMessage, TokenStep,
+    DownloadModel, EstimateModel, Failed, Finished, LoadModel, ModelDownloaded, ModelEstimate, ModelInfo, ModelLoaded,
+    Progress, ReplyStarted, SendMessage, TokenStep,
 )
 
 pytestmark = pytest.mark.gui
@@ -76,6 +76,9 @@ class FakeEngine:
                 self.emit(Finished(rid, "done"))
             elif isinstance(request, EstimateModel):
                 self.emit(ModelEstimate(rid, request.spec, 3 << 30, 2 << 30, "weights 3 GiB", "float16"))
+                self.emit(Finished(rid, "done"))
+            elif isinstance(request, DownloadModel):  # a repo id: "already in the cache"
+                self.emit(ModelDownloaded(rid, request.spec, "/cache/" + request.spec, cached=True))
                 self.emit(Finished(rid, "done"))
             elif isinstance(request, SendMessage):
                 self.emit(ReplyStarted(rid, 10, request.text))
@@ -208,9 +211,9 @@ def test_model_picker_estimate_and_errors_in_the_window(qtbot, fake_window):
     qtbot.waitUntil(lambda: "GiB" in picker.estimate_label.text(), timeout=10000)
     assert "OVER the budget" in picker.estimate_label.text()
     picker.spec.setEditText("other/model")
-    picker.load()  # estimates first, then loads
+    picker.load()  # estimates first, then downloads (a repo id), then loads
     kinds = [type(r).__name__ for r in list(fake_window.session.active.values())]
-    assert kinds[-2:] == ["EstimateModel", "LoadModel"] or not fake_window.session.active
+    assert kinds[-2:] == ["EstimateModel", "DownloadModel"] or not fake_window.session.active
     qtbot.waitUntil(lambda: fake_window.session.model_info.spec == "other/model", timeout=10000)
     assert "other/model" in picker.estimate_label.text()
     assert "fake" in picker.info.text() and "fake-fp" in fake_window.status.text()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mlx_hooks.generate import GenerationStep
+from mlx_hooks.hub_progress import DownloadProgress
 from mlx_hooks.sampling import SamplingSettings
 
 
@@ -119,6 +120,48 @@ class LoadModel(Request):
 @dataclass(frozen=True)
 class ModelLoaded(Event):
     info: ModelInfo
+
+
+@dataclass(frozen=True)
+class DownloadModel(Request):
+    """Bring a hub repo into the local cache beside the engine thread (chat keeps working):
+    ``DownloadPlanned`` (the estimate and verdict, before any weight byte), ``DownloadStep``s,
+    then ``ModelDownloaded``; over the budget it fails before fetching. A spec that is not an
+    uncached hub repo answers ``ModelDownloaded(cached=True)`` at once."""
+
+    spec: str = ""
+    runtime_dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class DownloadPlanned(Event):
+    spec: str
+    download_bytes: int
+    """Bytes to fetch (files not yet in the cache)."""
+    n_files: int
+    estimate_bytes: int
+    """Memory the load will take (the loader's estimate, from the safetensors headers)."""
+    budget_bytes: int
+    description: str
+    """``MemoryEstimate.describe()``."""
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate_bytes <= self.budget_bytes
+
+
+@dataclass(frozen=True)
+class DownloadStep(Event):
+    progress: DownloadProgress
+    """Bytes done/total, rate, ETA (plain numbers)."""
+
+
+@dataclass(frozen=True)
+class ModelDownloaded(Event):
+    spec: str
+    folder: str
+    cached: bool
+    """Nothing had to be fetched."""
 
 
 # -- chat ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ thread, may call MLX, and reports through ``ctx`` only.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .protocol import Event, Progress
 
@@ -37,13 +37,17 @@ class HandlerContext:
     """A handler's line back to the GUI, for one request."""
 
     def __init__(self, request_id: int, emit: Callable[[Event], None], cancelled: Callable[[], bool],
-                 apply_live: Callable[[], None] = lambda: None):
+                 apply_live: Callable[[], None] = lambda: None,
+                 on_engine: Callable[[Callable[[], Any], Callable[[], bool]], Any] | None = None):
         self.request_id = request_id
         self._emit = emit
         self._cancelled = cancelled
         self._apply_live = apply_live
+        self._on_engine = on_engine
         self.reason = "done"
         """The ``Finished`` reason the worker sends when the handler returns (``done|stop|length``)."""
+        self.continuation: Callable[[HandlerContext], None] | None = None
+        """Set by :meth:`continue_off_thread`: the rest of the request, run beside the engine thread."""
 
     def emit(self, event: Event) -> None:
         """Send a result event (dropped once the request is cancelled: cancelled requests emit no results)."""
@@ -57,3 +61,20 @@ class HandlerContext:
 
     def progress(self, done: float, total: float, message: str = "", **metrics) -> None:
         self.emit(Progress(self.request_id, float(done), float(total), message, dict(metrics)))
+
+    def continue_off_thread(self, fn: Callable[[HandlerContext], None]) -> None:
+        """Finish this request on a plain thread of its own once the handler returns.
+
+        For waiting that is not computing (a download): the engine thread goes on serving
+        other requests meanwhile. ``fn(ctx)`` must not call MLX; it reports through its
+        ``ctx`` like a handler, and the request's terminal event comes when ``fn`` returns.
+        """
+        self.continuation = fn
+
+    def on_engine_thread(self, call: Callable[[], Any]) -> Any:
+        """From a continuation: run ``call`` on the engine thread (between generation steps, or
+        when it is idle) and return its result. Raises ``RuntimeError`` if the request is
+        cancelled or the engine stops while waiting."""
+        if self._on_engine is None:
+            return call()  # already on the engine thread
+        return self._on_engine(call, self._cancelled)

@@ -6,16 +6,23 @@ GUI (or a script) submits immutable requests and receives events through a callb
 (the Qt bridge turns it into a queued signal). Requests run one at a time in order;
 cancellation is a flag handlers poll between steps; "live" requests (a slider move)
 jump the queue and are applied between generation steps or as soon as the thread is idle.
+
+A handler that would only wait (a hub download) hands the rest of its request to a
+plain thread beside this one (``ctx.continue_off_thread``): no MLX there, and what
+needs MLX is sent back here (``ctx.on_engine_thread``), applied like a live request.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import queue
 import threading
+import time
 import traceback
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .protocol import Event, Failed, Finished, Request
 from .registry import HandlerContext, handler_for
@@ -23,6 +30,14 @@ from .state import EngineState
 
 _STOP = object()
 _WAKE = object()
+
+
+@dataclass(frozen=True)
+class _EngineCall:
+    """A continuation's call to run on the engine thread, with the future its caller waits on."""
+
+    call: Callable[[], Any]
+    result: concurrent.futures.Future
 
 
 class EngineWorker:
@@ -40,6 +55,7 @@ class EngineWorker:
         """Engine-thread state; tests may read it after a request finished, the GUI never does."""
         self.current: int | None = None
         self._stopping = threading.Event()
+        self._side_threads: set[threading.Thread] = set()
 
     # -- called from any thread ----------------------------------------------------------------
     def new_id(self) -> int:
@@ -72,8 +88,11 @@ class EngineWorker:
         """
         self._stopping.set()
         self._requests.put(_STOP)
+        deadline = time.monotonic() + timeout
         if self._thread.is_alive():
             self._thread.join(timeout)
+        for side in list(self._side_threads):  # a cancelled download stops at its next chunk
+            side.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def running(self) -> bool:
@@ -89,6 +108,13 @@ class EngineWorker:
     def _apply_live(self) -> None:
         while self._live:
             request = self._live.popleft()
+            if isinstance(request, _EngineCall):
+                if request.result.set_running_or_notify_cancel():
+                    try:
+                        request.result.set_result(request.call())
+                    except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                        request.result.set_exception(exc)
+                continue
             ctx = HandlerContext(request.request_id, self._on_event, lambda: False)
             try:
                 handler_for(request)(self.state, request, ctx)
@@ -122,9 +148,51 @@ class EngineWorker:
             return
         finally:
             self.current = None
-        self._on_event(Finished(rid, "cancelled" if self._is_cancelled(rid) else ctx.reason))
+        if ctx.continuation is not None and not self._is_cancelled(rid):
+            self._start_continuation(rid, ctx.continuation)
+            return
+        self._finish(rid, ctx.reason)
+
+    def _finish(self, rid: int, reason: str) -> None:
+        self._on_event(Finished(rid, "cancelled" if self._is_cancelled(rid) else reason))
         with self._lock:
             self._cancelled.discard(rid)
+
+    # -- continuations (plain threads beside the engine thread) ----------------------------------------
+    def _start_continuation(self, rid: int, fn: Callable) -> None:
+        thread = threading.Thread(target=self._run_continuation, args=(rid, fn), name=f"symbiont-beside-{rid}",
+                                  daemon=True)
+        with self._lock:
+            self._side_threads.add(thread)
+        thread.start()
+
+    def _run_continuation(self, rid: int, fn: Callable) -> None:
+        ctx = HandlerContext(rid, self._on_event, lambda: self._is_cancelled(rid), on_engine=self._call_on_engine)
+        try:
+            fn(ctx)
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the window
+            if self._is_cancelled(rid):
+                self._on_event(Finished(rid, "cancelled"))
+            else:
+                self._on_event(Failed(rid, _message(exc), traceback.format_exc()))
+        else:
+            self._finish(rid, ctx.reason)
+        finally:
+            with self._lock:
+                self._side_threads.discard(threading.current_thread())
+                self._cancelled.discard(rid)
+
+    def _call_on_engine(self, call: Callable[[], Any], cancelled: Callable[[], bool]) -> Any:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._live.append(_EngineCall(call, future))
+        self._requests.put(_WAKE)
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                if cancelled() or self._stopping.is_set():
+                    future.cancel()  # not run if it has not started
+                    raise RuntimeError("cancelled while waiting for the engine thread") from None
 
 
 def _message(exc: BaseException) -> str:

@@ -134,6 +134,9 @@ class MainWindow(QMainWindow):
         elif what in ("loading", "progress") and models.loading_request is not None:
             message = models.progress.message if models.progress else "…"
             self.status.setText(f"loading {models.loading_spec}: {message}")
+        elif what == "download" and models.download_request is not None:
+            progress = models.download_progress
+            self.status.setText(f"downloading {models.loading_spec}: {progress.describe() if progress else '…'}")
 
     def _on_session(self, what: str) -> None:
         if what == "busy":

@@ -1,4 +1,5 @@
-"""Model picker: default / recent / repo id / folder / GGUF, memory estimate vs budget, load progress."""
+"""Model picker: default / recent / repo id / folder / GGUF, memory estimate vs budget, load progress,
+and a hub download's row (bytes, rate, ETA, Cancel) while the chat goes on."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ class ModelPickerPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.progress_label = QLabel("")
+        self.download_row = QWidget()
+        self.download_bar = QProgressBar()
+        self.download_bar.setRange(0, 1000)
+        self.download_label = QLabel("")
+        self.download_label.setWordWrap(True)
+        self.download_cancel = QPushButton("Cancel download")
+        self.download_cancel.setToolTip("stop the download; files already complete stay in the cache and a new "
+                                        "load of the same repo resumes from them")
+        self.download_cancel.clicked.connect(self.picker.cancel_download)
+        download_layout = QVBoxLayout(self.download_row)
+        download_layout.setContentsMargins(0, 0, 0, 0)
+        bar_row = QHBoxLayout()
+        bar_row.addWidget(self.download_bar, 1)
+        bar_row.addWidget(self.download_cancel)
+        download_layout.addLayout(bar_row)
+        download_layout.addWidget(self.download_label)
+        self.download_row.setVisible(False)
         self.info = QLabel("no model loaded")
         self.info.setWordWrap(True)
         self.folder_button.clicked.connect(self._pick_folder)
@@ -44,11 +62,13 @@ class ModelPickerPanel(QWidget):
         layout.addWidget(self.estimate_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.download_row)
         layout.addWidget(self.info)
         layout.addStretch(1)
         self._unsubscribe = [self.picker.subscribe(self._update), session.settings.subscribe(self._settings_changed)]
         self._update("loaded")
         self._update("loading")
+        self._update("download")
 
     def current_spec(self) -> str:
         return self.spec.currentText().strip() or "default"
@@ -114,6 +134,8 @@ class ModelPickerPanel(QWidget):
                 self.progress_label.setText(f"loading {picker.loading_spec}…")
             else:
                 self.progress_label.setText("")
+        elif what == "download":
+            self._update_download()
         elif what == "loaded" and picker.info is not None:
             i = picker.info
             warning = f"\n⚠ {i.slow_blas_warning}" if i.slow_blas_warning else ""
@@ -121,3 +143,26 @@ class ModelPickerPanel(QWidget):
                 f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}\n"
                 f"memory ~{i.memory_bytes / GIB:.2f} GiB of a {i.budget_bytes / GIB:.1f} GiB budget\n"
                 f"fingerprint {i.fingerprint}\n{i.backend}{warning}")
+
+    def _update_download(self) -> None:
+        picker = self.picker
+        downloading = picker.download_request is not None
+        self.download_row.setVisible(downloading)
+        self.load_button.setEnabled(not downloading and picker.loading_request is None)
+        if not downloading:
+            return
+        plan, progress = picker.download_plan, picker.download_progress
+        lines = []
+        if plan is not None:
+            verdict = "fits the budget" if plan.fits else "OVER the budget"
+            lines.append(f"{plan.spec}: {plan.n_files} files, {plan.download_bytes / GIB:.2f} GiB to download; "
+                         f"needs ~{plan.estimate_bytes / GIB:.2f} GiB of {plan.budget_bytes / GIB:.1f} GiB ({verdict})")
+        else:
+            lines.append(f"{picker.loading_spec}: reading the repo's config and safetensors headers…")
+        if progress is not None:
+            self.download_bar.setRange(0, 1000)
+            self.download_bar.setValue(int(1000 * progress.fraction))
+            lines.append(progress.describe())
+        else:
+            self.download_bar.setRange(0, 0)  # busy until the first bytes
+        self.download_label.setText("\n".join(lines))

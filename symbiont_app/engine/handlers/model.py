@@ -9,11 +9,30 @@ from ..state import EngineState
 
 @handles(EstimateModel)
 def estimate(state: EngineState, request: EstimateModel, ctx: HandlerContext) -> None:
-    from mlx_hooks.loader import estimate_for
+    from mlx_hooks.hub import cached_snapshot
+    from mlx_hooks.loader import estimate_for, resolve_source
+
+    source = resolve_source(request.spec)
+    if source.kind == "hub" and cached_snapshot(source.location) is None:
+        # a repo not downloaded yet: its headers are read beside the engine thread (network waits)
+        ctx.continue_off_thread(lambda side: _estimate_remote(request, source.location, side))
+        return
+    ctx.progress(0, 1, f"reading {request.spec} (a GGUF is converted once, into the cache)")
+    _emit_estimate(request, estimate_for(request.spec, request.runtime_dtype), ctx)
+
+
+def _estimate_remote(request: EstimateModel, repo_id: str, ctx: HandlerContext) -> None:
+    from mlx_hooks.hub import plan_download
+    from mlx_hooks.loader import estimate_for_plan
+
+    ctx.progress(0, 1, f"reading {repo_id}'s config and safetensors headers from the Hub (no weights)")
+    plan = plan_download(repo_id)
+    _emit_estimate(request, ctx.on_engine_thread(lambda: estimate_for_plan(plan, request.runtime_dtype)), ctx)
+
+
+def _emit_estimate(request: EstimateModel, est, ctx: HandlerContext) -> None:
     from mlx_hooks.memory import default_budget_bytes
 
-    ctx.progress(0, 1, f"reading {request.spec} (a GGUF is converted once, into the cache)")
-    est = estimate_for(request.spec, request.runtime_dtype)
     ctx.emit(ModelEstimate(request.request_id, request.spec, int(est.total_bytes), int(default_budget_bytes()),
                            est.describe(), est.runtime_dtype))
 
