@@ -3,7 +3,7 @@
     symbiont chat   [--prompt TEXT] [--show prob|entropy|both] ...   stream a reply (or a REPL)
     symbiont lens   --prompt TEXT                                    logit lens, layers x positions
     symbiont patch  --clean TEXT --corrupted TEXT --answers A B      activation patching
-    symbiont models list|info|import|estimate                        what models and backend there are
+    symbiont models list|info|import|estimate|download               what models and backend there are
 """
 
 from __future__ import annotations
@@ -34,9 +34,16 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args, capture_points: int = 0):
+    from mlx_hooks.hub import looks_like_repo_id
     from mlx_hooks.loader import load_model
+    from mlx_hooks.memory import default_budget_bytes
 
     budget = -1 if args.memory_budget is None else int(args.memory_budget * GIB)
+    if looks_like_repo_id(args.model):  # not cached: estimate, verdict, then a download with a progress bar
+        from .hub_terminal import fetch_with_progress
+
+        fetch_with_progress(args.model, runtime_dtype=args.dtype, capture_points=capture_points,
+                            budget_bytes=default_budget_bytes() if budget == -1 else budget)
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     loaded = load_model(args.model, runtime_dtype=args.dtype, memory_budget_bytes=budget, capture_points=capture_points)
     _warn_slow_blas()
@@ -198,6 +205,19 @@ def cmd_models(args) -> int:
         folder = loader.folder_for(loader.resolve_source(args.spec))
         print(f"converted {args.spec} -> {folder}")
         return 0
+    if args.action == "download":
+        from mlx_hooks.hub import looks_like_repo_id
+
+        from .hub_terminal import fetch_with_progress
+
+        if not args.spec or not looks_like_repo_id(args.spec):
+            print("symbiont models download: give a Hugging Face repo id (org/name)", file=sys.stderr)
+            return 2
+        budget = loader.default_budget_bytes() if args.memory_budget is None else int(args.memory_budget * GIB)
+        folder = fetch_with_progress(args.spec, runtime_dtype=args.dtype, context_tokens=args.context,
+                                     capture_points=args.capture_points, budget_bytes=budget)
+        print(folder)
+        return 0
     if args.action == "estimate":
         estimate = loader.estimate_for(args.spec or "default", args.dtype, args.context, args.capture_points)
         budget = loader.default_budget_bytes() if args.memory_budget is None else int(args.memory_budget * GIB)
@@ -248,9 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     patch.add_argument("--width", type=int, default=9)
     patch.set_defaults(func=cmd_patch)
 
-    models = sub.add_parser("models", help="list models, show backend/BLAS, import a GGUF, estimate memory")
-    models.add_argument("action", choices=["list", "info", "import", "estimate"])
-    models.add_argument("spec", nargs="?", help="model for info/import/estimate (GGUF file, folder, repo id, default)")
+    models = sub.add_parser(
+        "models", help="list models, show backend/BLAS, import a GGUF, estimate memory, download a hub repo",
+        description="estimate reads a hub repo's safetensors headers without downloading its weights; download "
+                    "checks that estimate against the memory budget first, then fetches with a progress bar "
+                    "(Ctrl-C cancels; a new run resumes from the files already complete)")
+    models.add_argument("action", choices=["list", "info", "import", "estimate", "download"])
+    models.add_argument("spec", nargs="?",
+                        help="model for info/import/estimate/download (GGUF file, folder, repo id, default)")
     models.add_argument("--dtype", default="auto", choices=["auto", "stored", "float32", "bfloat16", "float16"])
     models.add_argument("--context", type=int, default=4096, help="context tokens for the estimate")
     models.add_argument("--capture-points", type=int, default=0, help="hook points cached over the context")
@@ -269,8 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mlx_hooks.errors import SymbiontError
 
+    from mlx_hooks.errors import DownloadCancelled
+
     try:
         return args.func(args)
+    except DownloadCancelled as exc:
+        print(f"symbiont: {exc}", file=sys.stderr)
+        return 130
     except (SymbiontError, ValueError) as exc:
         print(f"symbiont: error: {exc}", file=sys.stderr)
         return 1
