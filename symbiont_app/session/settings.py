@@ -1,10 +1,12 @@
 """Settings that persist between runs, in one JSON file written atomically.
 
 The file is ``settings.json`` in ``$SYMBIONT_CONFIG_DIR`` (tests set it to a temporary
-folder), else the platform's config folder: ``~/Library/Preferences/Symbiont``
-(macOS), ``%APPDATA%/Symbiont`` (Windows), ``$XDG_CONFIG_HOME/symbiont`` or
-``~/.config/symbiont`` (Linux). A file that cannot be read is reported and replaced
-by defaults, never a reason not to start.
+folder), else the platform's config folder: ``~/Library/Application Support/Symbiont``
+(macOS: ``~/Library/Preferences`` belongs to the system's own preference files),
+``%APPDATA%/Symbiont`` (Windows), ``$XDG_CONFIG_HOME/symbiont`` or ``~/.config/symbiont``
+(Linux). Settings an older version wrote to ``~/Library/Preferences/Symbiont`` are read
+from there until the first save writes the new place. A file that cannot be read is
+reported and replaced by defaults, never a reason not to start.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def config_dir() -> Path:
     if env := os.environ.get(CONFIG_DIR_ENV):
         return Path(env).expanduser()
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Preferences" / "Symbiont"
+        return Path.home() / "Library" / "Application Support" / "Symbiont"
     if sys.platform == "win32":
         return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "Symbiont"
     xdg = os.environ.get("XDG_CONFIG_HOME")
@@ -71,6 +73,13 @@ class AppSettings:
     """Panels' own settings, keyed by panel name."""
 
 
+def legacy_settings_file() -> Path | None:
+    """Where earlier builds kept the settings on macOS (read while the new file is missing, never written)."""
+    if sys.platform == "darwin" and not os.environ.get(CONFIG_DIR_ENV):
+        return Path.home() / "Library" / "Preferences" / "Symbiont" / "settings.json"
+    return None
+
+
 class Settings(Observable):
     """Notifies ``settings`` after a change. Call :meth:`save` to write the file."""
 
@@ -83,16 +92,21 @@ class Settings(Observable):
 
     @classmethod
     def load(cls, path: Path | None = None) -> "Settings":
+        """Read ``path`` (default: ``settings.json`` in :func:`config_dir`); saving writes there."""
         path = path or config_dir() / "settings.json"
+        source = path
         if not path.is_file():
-            return cls(path=path)
+            legacy = legacy_settings_file() if path == config_dir() / "settings.json" else None
+            if legacy is None or not legacy.is_file():
+                return cls(path=path)
+            source = legacy  # moved: read the old file, save to the new place
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(source.read_text(encoding="utf-8"))
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
             return cls(_from_dict(raw), path)
         except (OSError, ValueError, TypeError) as exc:
-            return cls(path=path, problem=f"{path}: settings could not be read ({exc}); using defaults")
+            return cls(path=path, problem=f"{source}: settings could not be read ({exc}); using defaults")
 
     def save(self) -> None:
         from mlx_hooks.atomic_io import atomic_write_bytes

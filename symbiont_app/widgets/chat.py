@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QKeySequence, QShortcut, QTextCursor
+from PySide6.QtCore import QEvent, Qt, QUrl
+from PySide6.QtGui import QKeySequence, QPalette, QShortcut, QTextCursor
 from PySide6.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QTextBrowser,
     QVBoxLayout, QWidget,
@@ -16,6 +16,16 @@ from ..session.settings import SamplingPrefs
 
 ENTROPY_SCALE_BITS = 8.0
 """Entropy that gets the fullest colour (a 256-way even choice)."""
+SEND_KEYS = ("Ctrl+Return", "Ctrl+Enter")
+"""Send shortcuts (Qt shows Ctrl as ⌘ on a Mac); the first is the one the hint names."""
+STOP_KEY = "Escape"
+TEXT_ON_TOKEN_COLOUR = "black"
+"""Text on the light token backgrounds (82% lightness): readable in light and dark mode alike."""
+
+
+def key_hint(keys: str) -> str:
+    """How this platform writes a shortcut (``⌘↩``-style on a Mac, ``Ctrl+Return`` elsewhere)."""
+    return QKeySequence(keys).toString(QKeySequence.NativeText)
 
 
 def token_colour(record, mode: str) -> str | None:
@@ -30,10 +40,14 @@ def token_colour(record, mode: str) -> str | None:
     return f"hsl({hue}, 70%, 82%)"
 
 
-def token_html(record, mode: str) -> str:
+def token_html(record, mode: str, text_colour: str = TEXT_ON_TOKEN_COLOUR) -> str:
+    """A token as a link (hover/click selects it); ``text_colour`` is used where it has no
+    background (colour mode "none"): the view's palette text colour, so Dark Mode reads."""
     text = html.escape(record.text).replace("\n", "<br>") or "&#8203;"
     colour = token_colour(record, mode)
-    style = "text-decoration:none;color:black;white-space:pre-wrap;" + (f"background-color:{colour};" if colour else "")
+    foreground = TEXT_ON_TOKEN_COLOUR if colour else text_colour
+    style = (f"text-decoration:none;color:{foreground};white-space:pre-wrap;"
+             + (f"background-color:{colour};" if colour else ""))
     return f'<a href="tok:{record.position}" style="{style}">{text}</a>'
 
 
@@ -60,7 +74,8 @@ class ChatPanel(QWidget):
         self.colour.addItems(["probability", "entropy", "none"])
         self.colour.setCurrentText(prefs.color_mode if prefs.color_mode in ("probability", "entropy", "none") else "probability")
         self.colour.currentTextChanged.connect(self._colour_changed)
-        self.entry = QLineEdit(placeholderText="Message (Ctrl+Enter to send, Esc to stop)")
+        self.entry = QLineEdit(
+            placeholderText=f"Message ({key_hint(SEND_KEYS[0])} to send, {key_hint(STOP_KEY)} to stop)")
         self.send_button = QPushButton("Send")
         self.stop_button = QPushButton("Stop")
         self.reset_button = QPushButton("New conversation")
@@ -68,9 +83,9 @@ class ChatPanel(QWidget):
         self.entry.returnPressed.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.reset_button.clicked.connect(self.reset)
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send, context=Qt.WindowShortcut)
-        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send, context=Qt.WindowShortcut)
-        QShortcut(QKeySequence("Escape"), self, activated=self.stop, context=Qt.WindowShortcut)
+        for keys in SEND_KEYS:
+            QShortcut(QKeySequence(keys), self, activated=self.send, context=Qt.WindowShortcut)
+        QShortcut(QKeySequence(STOP_KEY), self, activated=self.stop, context=Qt.WindowShortcut)
 
         sampling = QHBoxLayout()
         for label, widget in (("temp", self.temp), ("top-p", self.top_p), ("min-p", self.min_p),
@@ -134,7 +149,7 @@ class ChatPanel(QWidget):
     def _on_conversation(self, what: str) -> None:
         if what == "token":
             record = self.conversation.tokens[-1]
-            self._append(token_html(record, self.colour.currentText()))
+            self._append(token_html(record, self.colour.currentText(), self.text_colour()))
         elif what == "turns":
             self._render_new_turns()
         elif what == "reset":
@@ -168,16 +183,27 @@ class ChatPanel(QWidget):
 
     def rerender(self) -> None:
         """Redraw the whole transcript (colour mode changed, or reset)."""
-        mode = self.colour.currentText()
+        mode, text_colour = self.colour.currentText(), self.text_colour()
         parts = []
         for turn in self.conversation.turns:
             parts.append(self._turn_header(turn))
             if turn.role == "user":
                 parts.append(html.escape(turn.text).replace("\n", "<br>"))
             else:
-                parts.extend(token_html(r, mode) for r in turn.tokens)
+                parts.extend(token_html(r, mode, text_colour) for r in turn.tokens)
         self.transcript.setHtml("".join(parts))
         self._rendered_turns = len(self.conversation.turns)
+
+    def text_colour(self) -> str:
+        """The text colour of the panel's palette (follows Light / Dark Mode). The panel's own: on a
+        palette change it is updated before the transcript (its child) hears of it."""
+        return self.palette().color(QPalette.Text).name()
+
+    def changeEvent(self, event) -> None:
+        # macOS switches appearance while the app runs: tokens drawn in the old text colour are redrawn.
+        if event.type() == QEvent.PaletteChange and hasattr(self, "_rendered_turns"):
+            self.rerender()
+        super().changeEvent(event)
 
     def _colour_changed(self, mode: str) -> None:
         self.session.settings.data.color_mode = mode

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QPushButton, QScrollArea, QTabWidget, QTextBrowser, QVBoxLayout, QWidget,
 )
 
+from ..bundle import dialog_folder, lab_runs_dir
 from ..session.lab import EXPERIMENTS, LabInputError, LabModel
 
 POLL_MS = 300
@@ -44,7 +45,7 @@ class LabPanel(QWidget):
         for spec in EXPERIMENTS.values():
             self.experiment.addItem(spec.title, spec.name)
         self.experiment.currentIndexChanged.connect(self._experiment_changed)
-        self.out = QLineEdit(placeholderText="run folder (default ~/Symbiont/lab/<experiment>)")
+        self.out = QLineEdit(placeholderText=f"run folder (default {_home_relative(lab_runs_dir())}/<experiment>)")
         out_button = QPushButton("…")
         out_button.clicked.connect(self._choose_out)
         out_row = QHBoxLayout()
@@ -206,12 +207,13 @@ class LabPanel(QWidget):
             self.process = None
 
     def _choose_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Run folder")
+        folder = QFileDialog.getExistingDirectory(self, "Run folder", str(dialog_folder(lab_runs_dir(), create=True)))
         if folder:
             self.out.setText(folder)
 
     def _choose_config(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Run configuration", "", "TOML (*.toml);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Run configuration", str(dialog_folder()),
+                                              "TOML (*.toml);;All files (*)")
         if path:
             self.config.setText(path)
 
@@ -304,3 +306,13 @@ class LabPanel(QWidget):
             if pixmap.width() > width:  # fit the panel's width; taller plots scroll
                 pixmap = pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
             self.plot_image.setPixmap(pixmap)
+
+
+def _home_relative(folder) -> str:
+    """``~/…`` for a folder in the home folder (shorter in a placeholder), else the full path."""
+    from pathlib import Path
+
+    try:
+        return "~/" + str(Path(folder).relative_to(Path.home()))
+    except ValueError:
+        return str(folder)

@@ -4,6 +4,7 @@ and the layout / settings saved between runs."""
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout, QWidget,
 )
@@ -80,6 +81,11 @@ class MainWindow(QMainWindow):
         specs = list(panels if panels is not None else PANELS)
         for spec in specs:
             self._add_panel(spec)
+        # ⌘W on a Mac (Ctrl+W, Ctrl+F4 elsewhere): closing the only window quits the app.
+        self.close_action = QAction("Close Window", self)
+        self.close_action.setShortcuts(QKeySequence.keyBindings(QKeySequence.StandardKey.Close))
+        self.close_action.triggered.connect(self.close)
+        self.addAction(self.close_action)
         self.resize(1400, 900)
         self._default_layout(specs)
         self._restore_layout()
@@ -165,7 +171,9 @@ class MainWindow(QMainWindow):
         self._save_soon.flush()
         self.save_settings()
         self.chat.stop()
-        self.bridge.stop(timeout=10)
+        # Ask the engine to stop without waiting here: a model load is one MLX call that cannot
+        # be interrupted; the GUI must not freeze on it (gui.exit_after waits a little, then leaves).
+        self.bridge.stop(timeout=0)
 
     def wait_for_engine(self, timeout: float = 120.0) -> bool:
         """After closing: wait for the engine thread to end (a request that does not poll for

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..bundle import dialog_folder
 from ..session.meters import MetersModel
 from ..session.sae import SaeModel
 from .meters import record_html
@@ -104,14 +105,15 @@ class SaePanel(QWidget):
         self.model.load(item.path if item else source)
 
     def _open_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "SAE folder (SAELens, Gemma Scope, Llama Scope, sparsify)")
+        folder = QFileDialog.getExistingDirectory(self, "SAE folder (SAELens, Gemma Scope, Llama Scope, sparsify)",
+                                                  str(dialog_folder()))
         if folder:
             self.available.setEditText(folder)
             self.load(folder)
 
     def _open_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "SAE file (Gemma Scope params.npz, safetensors)", "",
-                                              "SAE weights (*.npz *.safetensors);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "SAE file (Gemma Scope params.npz, safetensors)",
+                                              str(dialog_folder()), "SAE weights (*.npz *.safetensors);;All files (*)")
         if path:
             self.available.setEditText(path)
             self.load(path)
@@ -206,7 +208,7 @@ class SaePanel(QWidget):
         return box
 
     def _choose_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save the trained SAE in")
+        folder = QFileDialog.getExistingDirectory(self, "Save the trained SAE in", str(dialog_folder()))
         if folder:
             self.out.setText(folder)
 

@@ -8,11 +8,13 @@ so the next token already feels them.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
     QPlainTextEdit, QPushButton, QScrollArea, QSlider, QSpinBox, QVBoxLayout, QWidget,
 )
 
+from ..bundle import dialog_folder, presets_dir
 from ..session.steering import POSITION_MODES, SteeringModel, contrast_set_names, parse_positions
 
 TICKS = 1000
@@ -45,7 +47,7 @@ class InterventionRow(QWidget):
         self.remove_button = QPushButton("✕")
         self.remove_button.setFixedWidth(28)
         self.detail = QLabel("")
-        self.detail.setStyleSheet("color: #555;")
+        self.detail.setForegroundRole(QPalette.PlaceholderText)  # muted, and readable in Dark Mode (was #555)
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.enabled)
@@ -205,7 +207,8 @@ class SteeringPanel(QWidget):
         return row
 
     def _export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export preset", "steering.symbiont-preset",
+        start = dialog_folder(presets_dir(), create=True) / "steering.symbiont-preset"
+        path, _ = QFileDialog.getSaveFileName(self, "Export preset", str(start),
                                               "Symbiont preset (*.symbiont-preset);;JSON + safetensors (*.json)")
         if path:
             from pathlib import Path
@@ -214,7 +217,7 @@ class SteeringPanel(QWidget):
             self.model.export_preset(path, name)
 
     def _import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import preset", "",
+        path, _ = QFileDialog.getOpenFileName(self, "Import preset", str(dialog_folder(presets_dir())),
                                               "Symbiont preset (*.symbiont-preset *.json)")
         if path:
             self.model.import_preset(path, self.allow_different.isChecked())
