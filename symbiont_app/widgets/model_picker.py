@@ -162,6 +162,7 @@ class ModelPickerPanel(QWidget):
         if progress is not None:
             self.download_bar.setRange(0, 1000)
             self.download_bar.setValue(int(1000 * progress.fraction))
+            self.download_bar.setFormat(f"{progress.fraction:.0%}")  # as the text below rounds it
             lines.append(progress.describe())
         else:
             self.download_bar.setRange(0, 0)  # busy until the first bytes
