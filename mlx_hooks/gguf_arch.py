@@ -115,12 +115,13 @@ class Family:
         return f"model.layers.{parts[1]}.{self.layer_names[parts[2]]}.{suffix}" if suffix in allowed else None
 
 
-def _gemma_attention_scalar(meta: Metadata, config: dict, n_layers_27b: int) -> float:
+def _gemma_attention_scalar(meta: Metadata, config: dict, n_layers_27b: int) -> int:
     # The scalar is not in GGUF files; llama.cpp picks hidden/heads for the 27B models
     # (identified by their depth) and head_dim for the others, as Google's configs do.
+    # An int, as transformers' Gemma configs insist.
     if config["num_hidden_layers"] == n_layers_27b:
-        return config["hidden_size"] / config["num_attention_heads"]
-    return float(config["head_dim"])
+        return config["hidden_size"] // config["num_attention_heads"]
+    return config["head_dim"]
 
 
 def _qwen2(meta: Metadata, tensors: dict, config: dict) -> None:
