@@ -29,7 +29,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--memory-budget", type=float, default=None, metavar="GB",
-        help="refuse to load past this many GiB (default: SYMBIONT_MEMORY_BUDGET_GB or 75%% of RAM)",
+        help="refuse to load past this many GiB (default: SYMBIONT_MEMORY_BUDGET_GB, else the smaller of 75%% of "
+             "RAM and Metal's recommended working set, less what other Symbiont processes hold)",
     )
 
 
@@ -172,11 +173,20 @@ def cmd_models(args) -> int:
         except Exception as exc:  # noqa: BLE001 - report, do not fail `info`
             print(f"default model: not available ({exc})")
         if args.spec:
+            from pathlib import Path
+
+            from mlx_hooks import hub
             from mlx_hooks.architectures import describe
 
-            folder = loader.folder_for(loader.resolve_source(args.spec))
+            source = loader.resolve_source(args.spec)
+            if source.kind == "hub" and hub.cached_snapshot(source.location) is None:
+                # Not downloaded: the repo's config.json is all `info` needs (no weights fetched).
+                folder, config = Path(source.location), hub.plan_download(source.location).config
+            else:
+                folder = loader.folder_for(source)
+                config = loader.read_config(folder)
             print(f"\n{args.spec} ({folder})")
-            for line in describe(loader.model_dims(folder, loader.read_config(folder))):
+            for line in describe(loader.model_dims(folder, config)):
                 print(f"  {line}")
         return 0
     if args.action == "list":
@@ -219,9 +229,16 @@ def cmd_models(args) -> int:
         print(folder)
         return 0
     if args.action == "estimate":
+        from mlx_hooks.memory import memory_budget
+
         estimate = loader.estimate_for(args.spec or "default", args.dtype, args.context, args.capture_points)
-        budget = loader.default_budget_bytes() if args.memory_budget is None else int(args.memory_budget * GIB)
         print(estimate.describe())
+        if args.memory_budget is None:
+            budget_now = memory_budget()
+            budget = budget_now.bytes
+            print(budget_now.describe())  # which limit binds: RAM share, Metal's working set, others' claims
+        else:
+            budget = int(args.memory_budget * GIB)
         fits = "fits" if estimate.total_bytes <= budget else "does NOT fit"
         print(f"budget {budget / GIB:.2f} GiB: {fits}")
         return 0

@@ -227,3 +227,12 @@ def test_progress_text_and_repo_ids():
     assert looks_like_repo_id("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert not looks_like_repo_id("default") and not looks_like_repo_id("./org/name")
     assert not looks_like_repo_id("org/model.gguf")
+
+
+def test_models_info_on_an_uncached_repo_reads_its_config_not_its_weights(hub, capsys):
+    from symbiont_app.cli import main
+
+    assert main(["models", "info", "org/tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture: llama" in out and "widths: D=64, 3 layers" in out
+    assert hub.full_gets("model.safetensors") == 0
