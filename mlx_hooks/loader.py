@@ -30,7 +30,9 @@ from .errors import HookPointError, ModelLoadError
 from .fingerprint import ModelFingerprint, fingerprint_model
 from .hub import MODEL_FILE_PATTERNS, REPO_ID, HubPlan, cached_snapshot, fetch_model, plan_download
 from .hub_progress import DownloadProgress
-from .memory import DTYPE_BYTES, MemoryEstimate, ModelShape, check_budget, default_budget_bytes, estimate_memory
+from .memory import (DTYPE_BYTES, MemoryEstimate, ModelShape, check_budget, default_budget_bytes, estimate_memory,
+                     memory_budget)
+from .memory_claims import hold_while_alive
 from .weights_shape import read_local_tensors, shape_from_tensors
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -194,7 +196,8 @@ def load_model(
     from mlx_lm.utils import load as mlx_lm_load
 
     source = resolve_source(spec)
-    budget = default_budget_bytes() if memory_budget_bytes == -1 else memory_budget_bytes
+    default_budget = memory_budget() if memory_budget_bytes == -1 else None
+    budget = default_budget.bytes if default_budget is not None else memory_budget_bytes
     if source.kind == "hub":
         folder = fetch_model(
             source.location, budget_bytes=budget, on_progress=on_download_progress, should_cancel=should_cancel_download,
@@ -205,7 +208,7 @@ def load_model(
     shape = model_shape(folder, config)
     dtype = choose_runtime_dtype(runtime_dtype, shape)
     estimate = estimate_memory(shape, dtype, context_tokens, capture_points)
-    check_budget(estimate, budget, f"loading {source.display_name}")
+    check_budget(estimate, budget, f"loading {source.display_name}", budget=default_budget)
     try:
         model, tokenizer = mlx_lm_load(str(folder), tokenizer_config={"trust_remote_code": False})
     except (ValueError, RuntimeError, OSError, KeyError) as exc:
@@ -213,6 +216,8 @@ def load_model(
     fingerprint = fingerprint_model(model)
     apply_runtime_dtype(model, dtype)
     mx.eval(model.parameters())
+    # Other Symbiont processes (the chat beside a lab run) budget for this while the model lives.
+    hold_while_alive(model, estimate.total_bytes, source.display_name)
     return LoadedModel(model, tokenizer, source, folder, config, fingerprint, dtype, estimate)
 
 

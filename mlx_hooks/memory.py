@@ -1,18 +1,31 @@
-"""Memory estimates before loading, and the budget they are checked against.
+"""Memory estimates before loading, the budget they are checked against, and giving memory back.
 
 Everything is computed from file headers and config (no weights read): the weights
 at their run-time precision, the KV cache for a context length, and the activation
 cache for a number of captured points over that context.
+
+The budget (:func:`memory_budget`) is the smaller of a share of RAM and, where the
+model runs on the GPU, Metal's recommended working set (``mx.device_info()
+["max_recommended_working_set_size"]``: what macOS lets the GPU keep resident, less than
+RAM on small Macs), less what other Symbiont processes hold (:mod:`.memory_claims`:
+the chat and a lab run side by side). ``SYMBIONT_MEMORY_BUDGET_GB`` replaces the
+machine's limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 from .errors import MemoryBudgetError
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+RAM_SHARE = 0.75
+"""Share of physical memory Symbiont budgets for (the rest: the OS, the window, other apps)."""
+BUDGET_ENV = "SYMBIONT_MEMORY_BUDGET_GB"
+GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -92,20 +105,130 @@ def physical_memory_bytes() -> int:
         return 16 * 2**30
 
 
-def default_budget_bytes() -> int:
-    """``SYMBIONT_MEMORY_BUDGET_GB`` if set, else 75% of physical memory."""
-    env = os.environ.get("SYMBIONT_MEMORY_BUDGET_GB")
+def format_bytes(n: int) -> str:
+    """``"1.25 GiB"``, or MiB below a GiB (a tiny model's claim is not "0.00 GiB")."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
+def metal_working_set_bytes() -> int | None:
+    """Metal's recommended working set of MLX's default device (bytes); None off the GPU
+    (the CPU device reports none, and then no GPU memory is used)."""
+    import mlx.core as mx
+
+    try:
+        value = mx.device_info().get("max_recommended_working_set_size")
+    except (RuntimeError, ValueError):
+        return None
+    return int(value) if value else None
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """How much the next load may take, and why."""
+
+    limit_bytes: int
+    """The machine's limit for Symbiont: the binding one of the limits below."""
+    binding: str
+    """Which limit that is, in words (``"75% of RAM"``, ``"Metal's recommended working set"``, the variable)."""
+    ram_share_bytes: int
+    """:data:`RAM_SHARE` of physical memory."""
+    metal_bytes: int | None
+    """Metal's recommended working set when the default device is the GPU, else None."""
+    others: tuple = ()
+    """:class:`~mlx_hooks.memory_claims.Claim` of each other live Symbiont process holding a model."""
+
+    @property
+    def others_bytes(self) -> int:
+        return sum(c.bytes for c in self.others)
+
+    @property
+    def bytes(self) -> int:
+        return max(0, self.limit_bytes - self.others_bytes)
+
+    def describe(self) -> str:
+        parts = [f"{RAM_SHARE:.0%} of RAM {self.ram_share_bytes / GIB:.2f} GiB"]
+        if self.metal_bytes is not None:
+            parts.append(f"Metal's recommended working set {self.metal_bytes / GIB:.2f} GiB")
+        text = f"budget {self.bytes / GIB:.2f} GiB: limit {self.limit_bytes / GIB:.2f} GiB set by {self.binding}"
+        text += " (" + "; ".join(parts) + ")"
+        if self.others:
+            text += f", less {format_bytes(self.others_bytes)} held by other Symbiont processes (" + "; ".join(
+                c.describe() for c in self.others) + ")"
+        return text
+
+
+def memory_budget(*, other_processes: bool = True) -> MemoryBudget:
+    """The budget now: ``SYMBIONT_MEMORY_BUDGET_GB`` if set, else the smaller of the RAM share
+    and Metal's recommended working set; less the other Symbiont processes' claims."""
+    from .memory_claims import other_claims
+
+    ram = int(physical_memory_bytes() * RAM_SHARE)
+    metal = metal_working_set_bytes()
+    env = os.environ.get(BUDGET_ENV)
     if env:
-        return int(float(env) * 2**30)
-    return int(physical_memory_bytes() * 0.75)
+        limit, binding = int(float(env) * GIB), f"{BUDGET_ENV}={env}"
+    elif metal is not None and metal < ram:
+        limit, binding = metal, "Metal's recommended working set"
+    else:
+        limit, binding = ram, f"{RAM_SHARE:.0%} of RAM"
+    others = tuple(other_claims()) if other_processes else ()
+    return MemoryBudget(limit, binding, ram, metal, others)
 
 
-def check_budget(estimate: MemoryEstimate, budget_bytes: int | None, what: str) -> None:
-    """Refuse, with the numbers, when ``estimate`` does not fit ``budget_bytes``."""
+def default_budget_bytes() -> int:
+    """:func:`memory_budget` in bytes: ``SYMBIONT_MEMORY_BUDGET_GB`` if set, else the smaller of
+    75% of physical memory and Metal's recommended working set; less what other Symbiont
+    processes hold."""
+    return memory_budget().bytes
+
+
+def check_budget(estimate: MemoryEstimate, budget_bytes: int | None, what: str, *,
+                 budget: MemoryBudget | None = None) -> None:
+    """Refuse, with the numbers, when ``estimate`` does not fit ``budget_bytes`` (``budget``, when
+    given, says where that number came from)."""
     if budget_bytes is None or estimate.total_bytes <= budget_bytes:
         return
+    why = f" ({budget.describe()})" if budget is not None and budget.bytes == budget_bytes else ""
     raise MemoryBudgetError(
-        f"{what}: needs about {estimate.total_bytes / 2**30:.2f} GiB ({estimate.describe()}), "
-        f"over the memory budget of {budget_bytes / 2**30:.2f} GiB; raise the budget "
+        f"{what}: needs about {estimate.total_bytes / GIB:.2f} GiB ({estimate.describe()}), "
+        f"over the memory budget of {budget_bytes / GIB:.2f} GiB{why}; raise the budget "
         "(--memory-budget / SYMBIONT_MEMORY_BUDGET_GB), shorten the context, or use quantized weights"
     )
+
+
+def release_freed_memory() -> None:
+    """Give the buffers of dropped arrays back to the system: after a model switch.
+
+    MLX keeps freed buffers in its cache for reuse; after the old model's references are
+    gone that cache would hold a whole model's worth of memory the next one cannot use
+    as the budget assumed. Collects reference cycles first (a model in one keeps its arrays).
+    """
+    import gc
+
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()
+
+
+@contextlib.contextmanager
+def wired_limit_restored() -> Iterator[None]:
+    """Put MLX's wired limit back, when the block ends, to what it was before.
+
+    mlx-lm's trainer (``mlx_lm.tuner.trainer.train``) raises the wired limit to Metal's
+    recommended working set and never lowers it: the chat's memory would stay wired after
+    a lab run in the same process. MLX has no getter, so this sets the limit the trainer will
+    set anyway (mlx-lm's own helper, which returns the previous one) and restores that at
+    the end, as mlx-lm's ``wired_limit`` context does around generation. On the CPU
+    (no recommended working set) nothing is changed.
+    """
+    import mlx.core as mx
+    from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+    previous = maybe_set_recommended_wired_limit()
+    try:
+        yield
+    finally:
+        if previous is not None:
+            mx.synchronize()  # the limit must not change under a running evaluation
+            mx.set_wired_limit(previous)

@@ -142,7 +142,10 @@ def test_check_budget():
     assert "SYMBIONT_MEMORY_BUDGET_GB" in message
 
 
-def test_default_budget_reads_the_environment(monkeypatch):
+def test_default_budget_reads_the_environment(monkeypatch, tmp_path):
+    # alone on the machine (no other Symbiont process's claims), no Metal limit (tests/test_memory_budget.py has those)
+    monkeypatch.setenv("SYMBIONT_MEMORY_CLAIMS_DIR", str(tmp_path / "claims"))
+    monkeypatch.setattr(memory, "metal_working_set_bytes", lambda: None)
     monkeypatch.setenv("SYMBIONT_MEMORY_BUDGET_GB", "1.5")
     assert default_budget_bytes() == int(1.5 * GIB)
     monkeypatch.setenv("SYMBIONT_MEMORY_BUDGET_GB", "24")

@@ -63,9 +63,16 @@ class EngineState:
         return kwargs
 
     def reset_model(self) -> None:
-        """Forget everything tied to the previous model (a new one is loading)."""
+        """Forget everything tied to the previous model (a new one is loading) and give its
+        memory back: MLX would otherwise keep the freed buffers cached, and the old model's
+        claim (seen by other Symbiont processes' budgets) would outlive it."""
+        from mlx_hooks.memory import release_freed_memory
+
+        had_model = self.loaded is not None
         self.loaded = self.chat = self.steering = self.sae = self.sae_id = self.meter = None
         self.clamps.clear()
         self.disabled_clamps.clear()
         self.extras.clear()
         self.changed()
+        if had_model:
+            release_freed_memory()

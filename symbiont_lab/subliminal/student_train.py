@@ -102,7 +102,7 @@ def train_student(
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
-    from mlx_hooks.memory import check_budget, default_budget_bytes
+    from mlx_hooks.memory import check_budget, default_budget_bytes, wired_limit_restored
 
     from .student_memory import estimate_lora_memory
 
@@ -187,7 +187,8 @@ def train_student(
     )
     use_valid = valid_set if (valid_set is not None and config.steps_per_eval > 0) else None
     try:
-        with _maybe_quiet(quiet):
+        # mlx-lm's trainer raises MLX's wired limit and leaves it raised: put it back afterwards
+        with _maybe_quiet(quiet), wired_limit_restored():
             train(model, optimizer, train_set, use_valid, args=args, loss=answer_only_loss,
                   iterate_batches=isolated_batches(config.seed, start), training_callback=Callback())
     except _Stop:
