@@ -32,7 +32,7 @@ import numpy as np
 from .errors import GGUFError
 
 GROUP_SIZE = 32
-SLICE_ELEMENTS = 1 << 24  # weights dequantized at once: 64 MiB of float32
+SLICE_ELEMENTS = 1 << 22  # weights dequantized at once (16 MiB of float32; numpy temporaries take a few times that)
 SHARD_BYTES = 2 << 30  # the output is written in safetensors files of at most ~2 GiB
 
 
