@@ -1,0 +1,212 @@
+"""Effective information of an intervention: Hoel, Albantakis & Tononi (2013), with bootstrap CIs.
+
+Set a system's units by intervention to each of n states, drawn uniformly (the maximum-entropy
+intervention distribution), and record what the system does next: a transition probability
+matrix (TPM) ``T[s, o] = P(output o | do(state s))``. Then, in bits:
+
+- ``EI = H(mean row) − mean H(row)``: the mutual information between the intervention and
+  the output under uniform interventions;
+- ``determinism = log2 n − mean H(row)``: how reliably each state leads to one output;
+- ``degeneracy = log2 n − H(mean row)``: how much different states lead to the same output;
+- ``EI = determinism − degeneracy``; ``effectiveness = EI / log2 n`` (1 for a permutation).
+
+An identity TPM over n states has EI = log2 n; a TPM whose rows are all equal has EI = 0.
+*Causal emergence*: a macro description (a coarse-graining, or another choice of units)
+whose TPM has higher EI than the micro one.
+
+Here the rows may have more or fewer output columns than states (a TPM from n intervention
+states to a set of next tokens): EI is still the mutual information, and the identities
+above hold with n the number of states (degeneracy can then be negative).
+
+The TPM of a model is measured over a set of prompts (the background conditions): for each
+prompt, one row per state (:mod:`mlx_hooks.intervention_states` makes them), and the TPM
+is the mean over prompts. Resampling prompts with replacement gives bootstrap intervals
+(:func:`bootstrap_ei`); permuting the states independently within each prompt
+(:func:`shuffle_states`) is the control that keeps every prompt's outputs but destroys any
+consistent effect of a state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import SymbiontError
+
+ROW_SUM_TOLERANCE = 1e-4
+"""A TPM row must sum to 1 within this (float32 softmax outputs sum to 1 ± a few ulp per entry)."""
+MEASURES = ("ei_bits", "determinism", "degeneracy", "effectiveness")
+"""The fields of :class:`EffectiveInformation` that intervals are given for."""
+
+
+class EffectiveInformationError(SymbiontError, ValueError):
+    """A transition matrix (or a stack of them) that is not one: wrong shape, negative, rows not summing to 1."""
+
+
+@dataclass(frozen=True)
+class EffectiveInformation:
+    """Hoel's measures of one transition matrix, in bits."""
+
+    ei_bits: float
+    """EI = H(mean row) − mean H(row)."""
+    determinism: float
+    """log2 n − mean H(row)."""
+    degeneracy: float
+    """log2 n − H(mean row)."""
+    effectiveness: float
+    """EI / log2 n (NaN for a single state)."""
+    n_states: int
+    """Rows (intervention states) n."""
+    n_outputs: int
+    """Columns (distinct outputs)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def entropy_bits(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy in bits along ``axis`` (0 · log 0 = 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    return terms.sum(axis=axis)
+
+
+def check_tpm(tpm, what: str = "transition matrix") -> np.ndarray:
+    """``tpm`` as a float64 ``[n, m]`` array, or :class:`EffectiveInformationError` saying what is wrong."""
+    t = np.asarray(tpm, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+        raise EffectiveInformationError(f"{what}: expected a 2-D [states, outputs] matrix, got shape {list(t.shape)}")
+    if not np.isfinite(t).all():
+        raise EffectiveInformationError(f"{what}: contains NaN or infinite entries")
+    if (t < 0).any():
+        raise EffectiveInformationError(f"{what}: negative probability {t.min():g}")
+    sums = t.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+    if bad.size:
+        raise EffectiveInformationError(f"{what}: row {int(bad[0])} sums to {sums[bad[0]]:.6g}, not 1")
+    return t / sums[:, None]
+
+
+def effective_information(tpm) -> EffectiveInformation:
+    """Hoel's EI, determinism, degeneracy and effectiveness of ``tpm`` (``[states, outputs]``, rows sum to 1)."""
+    t = check_tpm(tpm)
+    return _measures(t)
+
+
+def _measures(t: np.ndarray) -> EffectiveInformation:
+    n = t.shape[0]
+    mean_row_entropy = float(entropy_bits(t, axis=1).mean())
+    effect_entropy = float(entropy_bits(t.mean(axis=0)))
+    log_n = float(np.log2(n))
+    ei = effect_entropy - mean_row_entropy
+    return EffectiveInformation(
+        ei_bits=ei, determinism=log_n - mean_row_entropy, degeneracy=log_n - effect_entropy,
+        effectiveness=ei / log_n if n > 1 else float("nan"), n_states=n, n_outputs=t.shape[1])
+
+
+def check_samples(per_prompt) -> np.ndarray:
+    """``per_prompt`` (``[prompts, states, outputs]``, each prompt's rows summing to 1) as float64."""
+    t = np.asarray(per_prompt, dtype=np.float64)
+    if t.ndim != 3 or min(t.shape) < 1:
+        raise EffectiveInformationError(
+            f"per-prompt transitions: expected [prompts, states, outputs], got shape {list(t.shape)}")
+    for k in range(t.shape[0]):
+        check_tpm(t[k], f"per-prompt transitions, prompt {k}")
+    return t
+
+
+def pooled_tpm(per_prompt, weights: np.ndarray | None = None) -> np.ndarray:
+    """The TPM over prompts: each row the (weighted) mean of the prompts' rows, ``[states, outputs]``."""
+    t = np.asarray(per_prompt, dtype=np.float64)
+    w = np.full(t.shape[0], 1.0 / t.shape[0]) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+    return np.tensordot(w, t, axes=1)
+
+
+@dataclass(frozen=True)
+class EIEstimate:
+    """EI of the prompts' pooled TPM, with percentile bootstrap intervals over prompts."""
+
+    value: EffectiveInformation
+    """Measured on all prompts."""
+    intervals: dict
+    """Measure name → ``(low, high)`` at ``confidence``."""
+    n_prompts: int
+    n_boot: int
+    confidence: float
+
+    def to_dict(self) -> dict:
+        return {**self.value.to_dict(), "intervals": {k: list(v) for k, v in self.intervals.items()},
+                "n_prompts": self.n_prompts, "n_boot": self.n_boot, "confidence": self.confidence}
+
+
+def _resample_weights(n_prompts: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, n_prompts]`` multiplicities of prompts drawn with replacement (a fixed stream per seed)."""
+    rng = np.random.default_rng([seed, *b"ei-bootstrap"])
+    return rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=n_boot).astype(np.float64)
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_ei(per_prompt, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> EIEstimate:
+    """EI of the pooled TPM of ``per_prompt`` (``[prompts, states, outputs]``) and bootstrap intervals
+    (prompts resampled with replacement ``n_boot`` times; percentile intervals)."""
+    t = check_samples(per_prompt)
+    if not 0 < confidence < 1:
+        raise EffectiveInformationError(f"confidence must be between 0 and 1, got {confidence}")
+    value = _measures(pooled_tpm(t))
+    draws = {name: np.empty(n_boot) for name in MEASURES}
+    for b, weights in enumerate(_resample_weights(t.shape[0], n_boot, seed)):
+        m = _measures(pooled_tpm(t, weights))
+        for name in MEASURES:
+            draws[name][b] = getattr(m, name)
+    intervals = {name: _interval(v, confidence) for name, v in draws.items()} if n_boot else \
+        {name: (float("nan"), float("nan")) for name in MEASURES}
+    return EIEstimate(value, intervals, t.shape[0], n_boot, confidence)
+
+
+def paired_difference(per_prompt_a, per_prompt_b, n_boot: int = 1000, confidence: float = 0.95,
+                      seed: int = 0) -> dict:
+    """EI(a) − EI(b) in bits over the *same* prompts, with a bootstrap interval that resamples the
+    prompts once for both (so the prompt-to-prompt variation they share cancels).
+    Returns ``{"diff", "low", "high", "n_boot", "confidence"}``."""
+    a, b = check_samples(per_prompt_a), check_samples(per_prompt_b)
+    if a.shape[0] != b.shape[0]:
+        raise EffectiveInformationError(f"paired difference: {a.shape[0]} prompts against {b.shape[0]}")
+    diff = _measures(pooled_tpm(a)).ei_bits - _measures(pooled_tpm(b)).ei_bits
+    draws = np.array([_measures(pooled_tpm(a, w)).ei_bits - _measures(pooled_tpm(b, w)).ei_bits
+                      for w in _resample_weights(a.shape[0], n_boot, seed)])
+    low, high = _interval(draws, confidence) if n_boot else (float("nan"), float("nan"))
+    return {"diff": float(diff), "low": low, "high": high, "n_boot": n_boot, "confidence": confidence}
+
+
+def shuffle_states(per_prompt, seed: int = 0) -> np.ndarray:
+    """The shuffled-states control: each prompt's rows permuted independently (a fixed stream per seed).
+
+    Every prompt keeps its own outputs; what any one state does is no longer the same across
+    prompts. A measured EI that survives this is not an effect of the states.
+    """
+    t = np.asarray(per_prompt)
+    rng = np.random.default_rng([seed, *b"ei-shuffle"])
+    return np.stack([t[k, rng.permutation(t.shape[1])] for k in range(t.shape[0])])
+
+
+def one_hot_outputs(choices: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Per-prompt TPMs from deterministic outputs: ``choices`` ``[prompts, states]`` (e.g. the top-1
+    token of each row) → (``[prompts, states, distinct outputs]`` one-hot, the outputs in column order)."""
+    choices = np.asarray(choices)
+    labels, columns = np.unique(choices, return_inverse=True)
+    columns = columns.reshape(choices.shape)
+    out = np.zeros((*choices.shape, len(labels)), dtype=np.float64)
+    np.put_along_axis(out, columns[..., None], 1.0, axis=-1)
+    return out, [int(v) for v in labels]
+
+
+__all__ = ["EIEstimate", "EffectiveInformation", "EffectiveInformationError", "MEASURES", "bootstrap_ei",
+           "check_tpm", "effective_information", "entropy_bits", "one_hot_outputs", "paired_difference",
+           "pooled_tpm", "shuffle_states"]
