@@ -56,6 +56,8 @@ def check_model(meta: Metadata) -> str:
     if model not in SUPPORTED_TOKENIZER_MODELS:
         raise meta.refuse(f"tokenizer model {model!r} is not supported "
                           "(supported: gpt2 byte-level BPE, llama SentencePiece)")
+    if model == "llama" and "tokenizer.ggml.scores" not in meta.reader.fields:
+        raise meta.refuse("SentencePiece vocabulary without scores (tokenizer.ggml.scores)")
     return model
 
 

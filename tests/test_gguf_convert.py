@@ -408,6 +408,36 @@ def test_reuses_finished_conversion(gguf_files, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "model", "src.gguf", "symbiont-cache"]
 
 
+def test_concurrent_conversions_of_copies(gguf_files, tmp_path):
+    """Two conversions of the same content (a file and its renamed copy) racing for one
+    cache folder: both return it, one conversion is kept, no temporary folder is left."""
+    import threading
+
+    first, second = tmp_path / "a.gguf", tmp_path / "b-copy.gguf"
+    shutil.copy(gguf_files["Q4_1"], first)
+    shutil.copy(gguf_files["Q4_1"], second)
+    out = converted_dir_for(first)
+    assert converted_dir_for(second) == out.with_name(f"b-copy-{out.name.rsplit('-', 1)[1]}")
+    start, results, errors = threading.Barrier(2), [], []
+
+    def convert(path):
+        start.wait()
+        try:
+            results.append(convert_gguf(path, out))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=convert, args=(p,)) for p in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [out, out]
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert converted_dir_for(second) == out  # now that it exists, the copy finds it
+    mlx_lm.load(str(out))
+
+
 def test_content_digest_is_remembered(gguf_files, tmp_path, monkeypatch):
     src = tmp_path / "a.gguf"
     shutil.copy(gguf_files["F16"], src)

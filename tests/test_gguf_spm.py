@@ -18,6 +18,7 @@ import pytest
 from gguf_fixtures import write_model_gguf
 from tiny_models import CONFIGS, make_model
 
+from mlx_hooks.errors import GGUFError
 from mlx_hooks.gguf_convert import convert_gguf, inspect_gguf
 
 spm = pytest.importorskip("sentencepiece")  # the dev extra; the converter itself does not need it
@@ -164,3 +165,12 @@ def test_bpe_or_unigram_from_scores(case):
     model = json.loads((folder / "tokenizer.json").read_text())["model"]
     assert model["type"] == {"bpe": "BPE", "unigram": "Unigram"}[model_type]
     assert model["byte_fallback"] is True
+
+
+def test_vocabulary_without_scores_refused(tmp_path):
+    def meta(w):
+        w.add_tokenizer_model("llama")
+
+    write_model_gguf(tmp_path / "noscores.gguf", make_model("llama"), "llama", meta=meta)
+    with pytest.raises(GGUFError, match=r"noscores\.gguf: SentencePiece vocabulary without scores"):
+        inspect_gguf(tmp_path / "noscores.gguf")
