@@ -10,17 +10,48 @@ stay in the lab packages; the labs pass their own :class:`~mlx_hooks.errors.Symb
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 from mlx_hooks.atomic_io import atomic_write_bytes
 
 MAX_LISTED_DIFFERENCES = 6
 """A refused config.json names at most this many differing settings (then " ...")."""
+
+
+LOCK_FILE = ".lock"
+"""Held (``flock``) by the run that owns the folder; the kernel releases it when that process ends, however it ends."""
+
+
+@contextmanager
+def owned(folder: Path, error: type[Exception] = ValueError) -> Iterator[None]:
+    """Own ``folder`` (created if needed) for the duration: a second run on it, from this process or
+    another, is refused with ``error`` instead of interleaving its writes with the first one's.
+
+    An advisory ``flock`` on ``folder/.lock``, not a lock file's existence: a killed run leaves no
+    stale lock behind (the kernel drops it with the process), so resuming never needs a clean-up."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise error(f"{folder}: another run is using this folder (process {owner}); wait for it to finish "
+                        "or give another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def dump_json(path: Path, data) -> None:
@@ -168,4 +199,5 @@ class SeedResults:
         return read_runs(self.path, self.error)
 
 
-__all__ = ["SeedResults", "append_run", "differences", "dump_json", "prepare_config", "read_json", "read_runs", "run_entry"]
+__all__ = ["LOCK_FILE", "SeedResults", "append_run", "differences", "dump_json", "owned", "prepare_config", "read_json",
+           "read_runs", "run_entry"]

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..progress import ProgressLog
-from ..run_folder import SeedResults, prepare_config, run_entry
+from ..run_folder import SeedResults, owned, prepare_config, run_entry
 from .data import AuxDataError, Dataset, load_dataset
 from .experiments import ROLES, AuxConfig, UnitProgress, run_unit, unit_steps
 
@@ -101,6 +101,15 @@ def run_lab(config: AuxConfig, out_dir: str | os.PathLike, data: Dataset | None 
     """Run (or resume) every missing (m, seed) of ``config`` in ``out_dir``. Does not write the report."""
     if chunk_seeds is not None and chunk_seeds < 1:
         raise ValueError(f"chunk_seeds must be at least 1, got {chunk_seeds}")
+    folder = RunFolder(Path(out_dir))
+    with owned(folder.path, folder.error):  # a second run on the same folder is refused, not interleaved
+        return _run_lab(config, out_dir, data=data, chunk_seeds=chunk_seeds, progress=progress,
+                        on_unit_done=on_unit_done)
+
+
+def _run_lab(config: AuxConfig, out_dir: str | os.PathLike, data: Dataset | None = None,
+             chunk_seeds: int | None = None, progress: Callable[[str], None] | None = None,
+             on_unit_done: Callable[[Unit], None] | None = None) -> RunSummary:
     say = progress or (lambda m: None)
     data = data or load_dataset()
     config = AuxConfig(**{**config.__dict__, "dataset": data.name})

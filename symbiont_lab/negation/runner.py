@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..progress import ProgressLog
-from ..run_folder import SeedResults, prepare_config, run_entry
+from ..run_folder import SeedResults, owned, prepare_config, run_entry
 from .experiments import EXPERIMENTS, NegationConfig, run_unit, unit_cost
 
 FORMAT_VERSION = 1
@@ -145,6 +145,21 @@ def run_lab(
     """Run (or resume) every missing seed of ``config`` in ``out_dir``. Does not write the report."""
     if chunk_seeds is not None and chunk_seeds < 1:
         raise ValueError(f"chunk_seeds must be at least 1, got {chunk_seeds}")
+    folder = RunFolder(Path(out_dir))
+    with owned(folder.path, folder.error):  # a second run on the same folder is refused, not interleaved
+        return _run_lab(config, out_dir, workers=workers, chunk_seeds=chunk_seeds, progress=progress,
+                        verbose=verbose, on_unit_done=on_unit_done)
+
+
+def _run_lab(
+    config: NegationConfig,
+    out_dir: str | os.PathLike,
+    workers: int | None = None,
+    chunk_seeds: int | None = None,
+    progress: Progress | None = None,
+    verbose: bool = True,
+    on_unit_done: Callable[[Unit], None] | None = None,
+) -> RunSummary:
     say = progress or (lambda m: None)
     folder = RunFolder(Path(out_dir))
     folder.prepare(config)

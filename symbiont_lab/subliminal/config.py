@@ -30,6 +30,7 @@ plain JSON (what the run folder stores and checks on resume).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -215,6 +216,8 @@ def _convert(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; no setting of a run means either
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -268,9 +271,16 @@ def _resolve(path: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+RUNTIME_DTYPES = ("auto", "stored", "float32", "bfloat16", "float16")
+"""The ``[model] dtype`` values the loader accepts (checked here, before any run folder exists)."""
+
+
 def validate(config: RunConfig, where: str) -> RunConfig:
     """Range checks the types cannot express."""
     n, p = config.numbers, config.probes
+    if config.model.dtype not in RUNTIME_DTYPES:
+        raise ConfigError(f"{where} [model] dtype: {config.model.dtype!r} is not one of {', '.join(RUNTIME_DTYPES)}")
+    _positive(f"{where} [model] memory_budget_gb", config.model.memory_budget_gb)
     for key in ("prompt_count", "dataset_size", "batch_size", "max_tokens"):
         _positive(f"{where} [numbers] {key}", getattr(n, key))
     _positive(f"{where} [numbers] temperature", n.temperature, allow_zero=True)

@@ -11,6 +11,7 @@ the trait) on the main probe.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -26,8 +27,8 @@ ALPHA = 0.05
 def _cell(values) -> dict | None:
     from .stats import mean_ci
 
-    if not values:
-        return None
+    if not values or not all(math.isfinite(v) for v in values):
+        return None  # no cell (shown as —, not plotted); the comparisons say why: undefined
     s = mean_ci(values)
     return {"mean": s.mean, "ci_low": s.low, "ci_high": s.high, "n": s.n, "sd": s.sd}
 
@@ -45,6 +46,10 @@ def _compare(a: list[float] | None, b: list[float] | None) -> dict | None:
 
     if not a or not b or len(a) != len(b):
         return None
+    if not all(math.isfinite(v) for v in a + b):
+        # reported as undefined (None in JSON), never as a number: NaN scores made the test say p = 0
+        return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None, "test": "undefined",
+                "n": len(a), "undefined": "a per-question score is not a finite number (NaN or inf)"}
     c = paired_comparison(a, b)
     d = c.difference
     return {"difference": d.mean, "ci_low": d.low, "ci_high": d.high, "p_value": c.p_value, "test": c.test,
@@ -162,10 +167,16 @@ def verdict(metrics: dict) -> str:
     animal = metrics.get("animal", "?")
 
     def detail(j, x):
+        if x["p_value"] is None:
+            return f"{j}: trait − control undefined ({x.get('undefined', 'no finite scores')})"
         return (f"{j}: trait − control = {x['difference']:+.4f} [95% CI {x['ci_low']:+.4f}, {x['ci_high']:+.4f}], "
                 f"p = {x['p_value']:.3g}, {x['n']} questions")
 
-    if c["p_value"] < level and c["ci_low"] > 0:
+    undefined = [(j, x) for j, x in comps.items() if x["p_value"] is None]
+    comps = {j: x for j, x in comps.items() if x["p_value"] is not None}
+    if c["p_value"] is None:
+        text = f"No verdict: the primary probe's comparison is undefined ({detail(job, c)})."
+    elif c["p_value"] < level and c["ci_low"] > 0:
         text = f"Transfer detected on the primary probe: the trait student names {animal} more often than the control student ({detail(job, c)})."
     elif c["p_value"] < level and c["ci_high"] < 0:
         text = f"The trait student names {animal} *less* often than the control student ({detail(job, c)}); not the published effect."
@@ -185,13 +196,16 @@ def verdict(metrics: dict) -> str:
                  + "; ".join(detail(j, x) for j, x in significant)
                  + f" — {max(abs(x['difference']) for _, x in significant) * 100:.2f} percentage points at most.")
         noise = [r for r in (metrics.get("variations") or {}).get("noise", [])
-                 if any((r.get("vs_control") or {}).get(j) and r["vs_control"][j]["p_value"] < level
+                 if any((r.get("vs_control") or {}).get(j) and (r["vs_control"][j]["p_value"] or 1.0) < level
                         and r["vs_control"][j]["difference"] > 0 for j, _ in significant)]
         if noise:
             text += (" A noise student (" + ", ".join(r["noise"] for r in noise) + ") shows a shift of the same sign, "
                      "so part of it comes from the trait teacher's data as data, not only from its hidden trait.")
     if rest:
         text += " Not significant: " + "; ".join(detail(j, x) for j, x in rest) + "."
+    undefined = [(j, x) for j, x in undefined if j != job]
+    if undefined:
+        text += " Undefined: " + "; ".join(detail(j, x) for j, x in undefined) + "."
     return text
 
 
@@ -204,6 +218,8 @@ def _fmt(cell: dict | None) -> str:
 def _fmt_diff(c: dict | None) -> str:
     if not c:
         return "—"
+    if c.get("p_value") is None:
+        return "undefined (non-finite scores)"
     return f"{c['difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p = {c['p_value']:.3g}"
 
 

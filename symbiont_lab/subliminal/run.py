@@ -179,6 +179,10 @@ class SubliminalRun:
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> dict:
+        with run_folder.owned(self.folder.path, RunFolderError):
+            return self._run()
+
+    def _run(self) -> dict:
         from . import run_stages as stages
 
         started, cpu0 = time.perf_counter(), time.process_time()

@@ -91,9 +91,13 @@ class Comparison:
 
 
 def sign_flip_test(differences, *, n_permutations: int = 20000, seed: int = 0) -> tuple[float, int]:
-    """Two-sided p-value that the mean paired difference is 0; returns (p, patterns used)."""
+    """Two-sided p-value that the mean paired difference is 0; returns (p, patterns used).
+    NaN (and 0 patterns) when a difference is not finite: the test is undefined then."""
     d = np.asarray(differences, dtype=np.float64).ravel()
     n = d.size
+    if not np.all(np.isfinite(d)):
+        # Undefined, not 0: NaN compares false against every permuted mean, which made p = 0 ("significant").
+        return float("nan"), 0
     observed = abs(d.mean())
     tolerance = 1e-12 * max(1.0, np.abs(d).max(initial=0.0))
     if n <= 16:  # all 2^n sign patterns

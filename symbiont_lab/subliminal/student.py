@@ -95,6 +95,30 @@ class LoRAConfig:
     iters: int | None = None
     """Total optimizer steps; overrides ``epochs`` when set."""
 
+    def __post_init__(self):
+        # Checked here, not where they are used: a NaN learning rate trains to NaN losses without
+        # an error, and a zero batch size or rank fails deep inside mlx-lm.
+        for name in ("learning_rate", "alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number above 0, got {value!r}")
+        if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if not math.isfinite(self.epochs) or self.epochs <= 0:
+            raise ValueError(f"epochs must be a finite number above 0, got {self.epochs!r}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be a finite number above 0 (or none), got {self.grad_clip!r}")
+        for name in ("rank", "batch_size", "grad_accumulation_steps", "max_seq_length", "steps_per_checkpoint"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "steps_per_eval"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must lie in [0, 2^32), got {self.seed!r}")
+        if self.iters is not None and self.iters < 1:
+            raise ValueError(f"iters must be at least 1, got {self.iters!r}")
+
     def lora_parameters(self, model) -> dict:
         keys = list(self.keys) if self.keys else present_projection_keys(model)
         return {"rank": self.rank, "scale": self.alpha / self.rank, "dropout": self.dropout, "keys": keys}

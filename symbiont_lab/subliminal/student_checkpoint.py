@@ -144,6 +144,12 @@ def restore_optimizer(optimizer, arrays: dict[str, mx.array], trainable: dict, p
     state = tree_unflatten(list(arrays.items()))
     optimizer.init(trainable)  # the expected structure, to check against
     expected = dict(tree_flatten(optimizer.state))
+    step = arrays.get("step")
+    if step is not None and step.size == 1 and int(step.item()) == 0 and set(arrays) < set(expected):
+        # A step-0 checkpoint from before the moments were created with it: at step 0 they are
+        # Adam's zeros, exactly what init() just made.
+        arrays = {**expected, **arrays}
+        state = tree_unflatten(list(arrays.items()))
     if set(expected) != set(arrays):
         missing = sorted(set(expected) - set(arrays))[:3]
         raise AdapterError(f"{path_hint}: optimizer state does not match this model's adapters (missing {missing})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -162,6 +163,11 @@ def train_student(
 
         def on_train_loss_report(self, info: dict) -> None:
             step = start + int(info["iteration"])
+            if not math.isfinite(float(info["train_loss"])):
+                # stop before the checkpoint: the last one on disk still holds finite adapters
+                raise StudentError(f"{adapter_dir}: the training loss became {float(info['train_loss'])} at step "
+                                   f"{step} (learning rate {float(info['learning_rate']):.3g}); lower the learning "
+                                   "rate or check the dataset")
             losses.append((step, float(info["train_loss"])))
             if on_report is not None:
                 on_report(step, float(info["train_loss"]), float(info["learning_rate"]), total_steps=steps,
@@ -178,6 +184,11 @@ def train_student(
     if start >= steps:
         return result
     if start == 0:
+        # Adam creates its moments lazily on the first update; create them (zeros, exactly what that
+        # update would make) before the step-0 checkpoint, so the checkpoint has the full state that a
+        # resume checks against (without them every resume before the first periodic save was refused).
+        optimizer.init(model.trainable_parameters())
+        mx.eval(optimizer.state)
         save(0)  # the initial adapters: a resume before the first checkpoint starts from the same weights
     args = TrainingArgs(
         batch_size=config.batch_size, iters=steps - start, val_batches=config.val_batches, steps_per_report=1,
