@@ -1,0 +1,14 @@
+"""Superposition: toy models, sparse probing and NMF of a model's activations.
+
+The lab (``symbiont lab superposition``):
+
+- :mod:`.toy` — the ReLU-output toy model x̂ = ReLU(WᵀWx + b), many copies trained as one stack (MLX).
+- :mod:`.geometry` — feature norms, superposition, feature dimensionality, features per dimension.
+- :mod:`.xor` — two-layer XOR networks and one-weight lesions.
+- :mod:`.interference` — cosines between feature directions (toy models, an SAE's decoder, random).
+- :mod:`.experiments` — :class:`~.experiments.LabConfig` and :func:`~.experiments.run_unit`.
+- :mod:`.runner` — the resumable run folder; :mod:`.report` / :mod:`.report_text` — findings with
+  verdicts; :mod:`.plots` — PNGs.
+
+Nothing here imports MLX until a submodule that needs it is imported.
+"""
