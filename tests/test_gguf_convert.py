@@ -74,10 +74,13 @@ def build_tiny_model(seed: int = 0) -> llama.Model:
     return model
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Content digests are remembered in the cache folder: keep them out of the user's."""
-    monkeypatch.setenv("SYMBIONT_CACHE_DIR", str(tmp_path / "symbiont-cache"))
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(tmp_path_factory):
+    """Content digests are remembered in the cache folder: keep them out of the user's
+    (module scope, so that the module's shared conversions see it too)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("SYMBIONT_CACHE_DIR", str(tmp_path_factory.mktemp("symbiont-cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +408,7 @@ def test_reuses_finished_conversion(gguf_files, tmp_path, monkeypatch):
     assert convert_gguf(src, out) == out
     new = json.loads((out / "symbiont_source.json").read_text())["sha256"]
     assert new == hashlib.sha256(src.read_bytes()).hexdigest() != record["sha256"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "model", "src.gguf", "symbiont-cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "model", "src.gguf"]
 
 
 def test_concurrent_conversions_of_copies(gguf_files, tmp_path):
