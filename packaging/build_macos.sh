@@ -5,10 +5,13 @@
 #
 # Environment:
 #   PYTHON              interpreter of the set-up venv (default .venv/bin/python; bash scripts/setup.sh first)
-#   CODESIGN_IDENTITY   "Developer ID Application: Name (TEAMID)" to sign for distribution;
-#                       unset: ad-hoc signature ("-"), enough to run on the building Mac
+#   CODESIGN_IDENTITY   "Developer ID Application: Name (TEAMID)" to sign for distribution (its
+#                       certificate must be in a keychain: checked first); unset: ad-hoc
+#                       signature ("-"), enough to run on the building Mac
+#   CODESIGN_KEYCHAIN   optional: the keychain holding that certificate (CI imports it into one)
 #   NOTARY_PROFILE      optional: a `xcrun notarytool store-credentials` profile; when set (and
 #                       CODESIGN_IDENTITY is a real identity) the .dmg is notarized and stapled
+#   NOTARY_KEYCHAIN     optional: the keychain that profile was stored in (default: the login keychain)
 #   SYMBIONT_MIN_MACOS  oldest macOS the app claims to run on (default 14.0); must not be older
 #                       than the mlx-metal wheel this venv has (checked below)
 #   SYMBIONT_SKIP_SELF_CHECK=1  do not run the built app's --self-check (CPU) at the end
@@ -29,6 +32,14 @@ WORK=${SYMBIONT_WORK_DIR:-build/pyinstaller}
 IDENTITY=${CODESIGN_IDENTITY:--}
 export SYMBIONT_MIN_MACOS=${SYMBIONT_MIN_MACOS:-14.0}
 [ -x "$PY" ] || { echo "build_macos: $PY not found: run bash scripts/setup.sh first (or set PYTHON)" >&2; exit 1; }
+keychain_args=()
+[ -z "${CODESIGN_KEYCHAIN:-}" ] || keychain_args=(--keychain "$CODESIGN_KEYCHAIN")
+if [ "$IDENTITY" != "-" ]; then
+    # Before the build: an identity whose certificate is in no keychain would only fail at codesign.
+    security find-identity -v -p codesigning ${CODESIGN_KEYCHAIN:+"$CODESIGN_KEYCHAIN"} | grep -qF "$IDENTITY" || {
+        echo "build_macos: no valid code-signing identity \"$IDENTITY\" in ${CODESIGN_KEYCHAIN:-the keychain search list}:" \
+             "import its certificate (.p12) first, or unset CODESIGN_IDENTITY to sign ad hoc" >&2; exit 1; }
+fi
 
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
     echo "build_macos: installing PyInstaller into the venv"
@@ -65,11 +76,15 @@ APP="$DIST/Symbiont.app"
 [ -x "$APP/Contents/MacOS/Symbiont" ] || { echo "build_macos: $APP was not built" >&2; exit 1; }
 
 # MLX loads mlx.metallib from the folder of the libmlx.dylib it was loaded from: check
-# every copy has one beside it (the spec links it where needed).
+# every copy has one beside it (the spec links it where needed), and that it is a Metal
+# library (magic "MTLB"), not a dangling link or an LFS pointer. Whether it loads and runs
+# is the app's own --metal-check (CI runs it after this script).
 found=0
 while IFS= read -r lib; do
     found=1
-    [ -e "$(dirname "$lib")/mlx.metallib" ] || { echo "build_macos: no mlx.metallib next to $lib" >&2; exit 1; }
+    metallib="$(dirname "$lib")/mlx.metallib"
+    [ -e "$metallib" ] || { echo "build_macos: no mlx.metallib next to $lib" >&2; exit 1; }
+    [ "$(head -c 4 "$metallib")" = "MTLB" ] || { echo "build_macos: $metallib is not a Metal library" >&2; exit 1; }
 done < <(find "$APP/Contents" -name 'libmlx*.dylib')
 [ "$found" = 1 ] || { echo "build_macos: no libmlx.dylib in $APP" >&2; exit 1; }
 
@@ -80,7 +95,7 @@ if [ "$IDENTITY" = "-" ]; then
     codesign --force --deep --sign - "$APP"
 else
     echo "build_macos: signing with $IDENTITY"
-    codesign --force --deep --timestamp --options runtime \
+    codesign --force --deep --timestamp --options runtime ${keychain_args[@]+"${keychain_args[@]}"} \
         --entitlements packaging/entitlements.plist --sign "$IDENTITY" "$APP"
 fi
 codesign --verify --deep --strict --verbose=1 "$APP"
@@ -101,14 +116,36 @@ fi
 stage=$(mktemp -d)
 ditto "$APP" "$stage/Symbiont.app"
 ln -s /Applications "$stage/Applications"
-rm -f "$DMG"
-hdiutil create -volname "Symbiont" -srcfolder "$stage" -fs HFS+ -format UDZO -ov "$DMG" >/dev/null
+# hdiutil fails now and then on hosted runners ("Resource busy": Spotlight or XProtect
+# still reading the fresh files): try again, waiting longer each time.
+dmg_made=0
+for attempt in 1 2 3 4 5; do
+    rm -f "$DMG"
+    if hdiutil create -volname "Symbiont" -srcfolder "$stage" -fs HFS+ -format UDZO -ov "$DMG" \
+        >"$WORK/hdiutil.log" 2>&1; then
+        dmg_made=1
+        break
+    fi
+    echo "build_macos: hdiutil create failed (attempt $attempt of 5): $(tail -n 1 "$WORK/hdiutil.log")" >&2
+    sleep $((attempt * 10))
+done
 rm -rf "$stage"
-[ "$IDENTITY" = "-" ] || codesign --force --timestamp --sign "$IDENTITY" "$DMG"
+[ "$dmg_made" = 1 ] || { cat "$WORK/hdiutil.log" >&2; echo "build_macos: could not make $DMG" >&2; exit 1; }
+[ "$IDENTITY" = "-" ] || codesign --force --timestamp ${keychain_args[@]+"${keychain_args[@]}"} --sign "$IDENTITY" "$DMG"
 
 if [ -n "${NOTARY_PROFILE:-}" ]; then
     [ "$IDENTITY" != "-" ] || { echo "build_macos: notarization needs CODESIGN_IDENTITY (a Developer ID)" >&2; exit 1; }
-    xcrun notarytool submit "$DMG" --keychain-profile "$NOTARY_PROFILE" --wait
+    notary_args=(--keychain-profile "$NOTARY_PROFILE")
+    [ -z "${NOTARY_KEYCHAIN:-}" ] || notary_args+=(--keychain "$NOTARY_KEYCHAIN")
+    # `submit --wait` can end with status "Invalid" or "Rejected": read the status, show Apple's log.
+    xcrun notarytool submit "$DMG" "${notary_args[@]}" --wait --output-format json >"$WORK/notary.json"
+    status=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("status", "?"))' "$WORK/notary.json")
+    if [ "$status" != "Accepted" ]; then
+        id=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("id", ""))' "$WORK/notary.json")
+        [ -z "$id" ] || xcrun notarytool log "$id" "${notary_args[@]}" >&2 || true
+        echo "build_macos: notarization of $DMG ended with status $status" >&2
+        exit 1
+    fi
     xcrun stapler staple "$DMG"
     xcrun stapler staple "$APP"
 fi

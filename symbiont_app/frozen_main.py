@@ -5,6 +5,8 @@
     Symbiont --self-check         load the default model from the bundle, generate a few
                                   tokens with the shipped SAE's feature meters on, print a
                                   report, exit 0 (or 1 with the error)
+    Symbiont --metal-check        only: does the bundle's Metal library load and a GPU kernel
+                                  run right (exit 0; 1 broken; 3 no usable GPU on this machine)
 
 Works unfrozen too (``python -m symbiont_app.frozen_main --self-check``). The first start
 converts the bundled GGUF once into the user's cache folder (``~/Library/Caches/Symbiont``
@@ -38,8 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", default=SELF_CHECK_PROMPT, help="self-check: the user message")
     parser.add_argument("--max-tokens", type=int, default=8, help="self-check: tokens to generate (default 8)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                        help="self-check: MLX device (auto: the GPU when Metal is available)")
-    parser.add_argument("--report-json", help="self-check: also write the report as JSON to this file")
+                        help="self-check: MLX device (auto: the GPU when it passes the Metal check; gpu: "
+                             "fail without a usable GPU)")
+    parser.add_argument("--metal-check", action="store_true",
+                        help="only check Metal: the bundle's mlx.metallib loads and GPU kernels match the CPU "
+                             "(exit 0; 1 broken; 3 no usable GPU here)")
+    parser.add_argument("--report-json", help="self-check / metal check: also write the report as JSON to this file")
     return parser
 
 
@@ -61,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli_main(argv[1:])
     # Finder may add arguments of its own (-psn_… on old macOS): ignore what we do not know.
     args, _unknown = _parser().parse_known_args(argv)
+    if args.metal_check:
+        from mlx_hooks.metal_check import main as metal_check
+
+        return metal_check(["--json", args.report_json] if args.report_json else [])
     if args.self_check:
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: Qt would abort, not raise
@@ -129,20 +139,27 @@ def _run_checks(report: dict, say, model_spec, sae_path, sae_root, prompt, max_t
     from mlx_hooks.gguf_convert import converted_dir_for, default_cache_dir
     from mlx_hooks.loader import default_model_path, load_model, resolve_source
 
-    if device == "cpu" or (device == "auto" and not mx.metal.is_available()):
+    from mlx_hooks.metal_check import check_metal
+
+    metal = None if device == "cpu" else check_metal()
+    if metal is not None:
+        report["metal"] = metal.to_dict()
+        say(f"metal: {metal.status}: {metal.detail}" + (f" [{metal.device}]" if metal.device else "")
+            + f"; metallib: {metal.metallib or 'not found beside libmlx'}")
+        if metal.status == "failed":  # Metal is there but MLX cannot use it: a broken bundle on any Mac
+            raise RuntimeError(f"Metal: {metal.detail}")
+        if device == "gpu" and not metal.usable:
+            raise RuntimeError(f"--device gpu: no usable GPU on this machine ({metal.status}: {metal.detail})")
+    if metal is None or not metal.usable:
         mx.set_default_device(mx.cpu)
-    elif device == "gpu" or device == "auto":
-        if not mx.metal.is_available():
-            raise RuntimeError("--device gpu: Metal is not available on this machine")
+        if metal is not None and metal.status == "unusable":
+            say("metal: NOT used: running on the CPU (this GPU computes wrong results)")
+    else:
         mx.set_default_device(mx.gpu)
     info = backend_info()
     report.update(device=info.device, blas=info.blas_library, blas_is_reference=info.blas_is_reference)
     say(f"backend: {info.device} (Metal available: {info.metal_available}); BLAS: {info.blas_library}"
         + (" [reference BLAS: slow]" if info.blas_is_reference else ""))
-    if mx.default_device().type == mx.gpu:
-        # Loads mlx.metallib (next to libmlx in the bundle): fails here, clearly, if it was not found.
-        mx.eval(mx.arange(8, dtype=mx.float32).sum())
-        say("metal: library loaded, a GPU kernel ran")
 
     cache, data = default_cache_dir(), user_data_dir()
     report.update(cache_dir=str(cache), data_dir=str(data))
