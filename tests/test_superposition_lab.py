@@ -200,3 +200,18 @@ def test_cli_runs_every_experiment_with_a_tiny_sae(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sae"]["d_sae"] == 64 and summary["settings"]["steps"] == 200
     assert main(args) == 0 and "nothing left to compute" in capsys.readouterr().out
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    from symbiont_lab.run_folder import owned
+    from symbiont_lab.superposition.runner import run_lab
+
+    with owned(tmp_path, SuperpositionError):  # as if another process were running there
+        with pytest.raises(SuperpositionError, match="another run is using this folder"):
+            run_lab(LabConfig(experiments=("xor",), **TINY), tmp_path)
+    from mlx_hooks.errors import SAELoadError
+
+    with pytest.raises(SAELoadError, match="missing-sae: no such file or folder"):
+        run_lab(LabConfig(experiments=("interference_sae",), sae_path=str(tmp_path / "missing-sae"), **TINY),
+                tmp_path / "other")
+    assert not (tmp_path / "other").exists()  # refused before any folder was made

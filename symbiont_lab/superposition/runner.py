@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..progress import ProgressLog
-from ..run_folder import SeedResults, prepare_config, run_entry
+from ..run_folder import SeedResults, owned, prepare_config, run_entry
 from .experiments import LabConfig, SuperpositionError, load_decoder, run_unit
 
 FORMAT_VERSION = 1
@@ -71,8 +71,14 @@ def run_lab(config: LabConfig, out_dir: str | os.PathLike, progress: Callable[[s
     say = progress or (lambda m: None)
     decoder, sae = None, None
     if "interference_sae" in config.experiments:
-        decoder, sae = load_decoder(config.sae_path)
+        decoder, sae = load_decoder(config.sae_path)  # a bad SAE is refused before any folder is made
     folder = RunFolder(Path(out_dir))
+    with owned(folder.path, folder.error):  # a second run on the same folder is refused, not interleaved
+        return _run_units(config, folder, decoder, sae, say, should_stop)
+
+
+def _run_units(config: LabConfig, folder: RunFolder, decoder, sae: dict | None, say: Callable[[str], None],
+               should_stop: Callable[[], bool] | None) -> RunSummary:
     folder.prepare(config, sae)
     summary = RunSummary(folder.path, sae=sae)
     units = []
