@@ -106,6 +106,34 @@ def test_token_backgrounds_keep_dark_text_and_none_uses_the_given_colour():
     assert "color:#ebebeb" in token_html(record, "none", "#ebebeb") and "background" not in token_html(record, "none")
 
 
+def test_fixed_light_backgrounds_carry_their_own_dark_text(qtbot):
+    """Where a widget paints a fixed light background, its text colour is fixed too (not the
+    palette's, which is light in Dark Mode): the error bar (its buttons included) and the
+    highlighted token of a latent's record."""
+    from types import SimpleNamespace
+
+    from symbiont_app.widgets.main_window import ErrorBar
+    from symbiont_app.widgets.meters import record_html
+
+    app = QApplication.instance()
+    light = app.palette()
+    app.setPalette(_dark_palette())
+    try:
+        bar = ErrorBar(SimpleNamespace(last_error=None, subscribe=lambda f: (lambda: None)))
+        qtbot.addWidget(bar)
+        for button in (bar.details_button, bar.close_button):
+            button.ensurePolished()
+            palette = button.palette()
+            text, back = palette.color(QPalette.ButtonText), palette.color(QPalette.Button)
+            assert _contrast(text.getRgb()[:3], back.getRgb()[:3]) >= 4.5, (button.text(), text.name(), back.name())
+    finally:
+        app.setPalette(light)
+    context = SimpleNamespace(value=1.0, before="the ", focus="cat", after=" sat")
+    record = SimpleNamespace(latent=7, label="cats", has_record=True, contexts=[context], promoted=[], suppressed=[],
+                             frequency=0.01, max_activation=2.0, mean_activation=1.0)
+    assert "<b style='background:#ffe08a;color:black'>cat</b>" in record_html(record)
+
+
 # -- shortcuts ------------------------------------------------------------------------------------------
 def test_send_hint_is_written_the_way_this_platform_writes_the_shortcut(qtbot, user_folders):
     from PySide6.QtGui import QShortcut
@@ -216,7 +244,9 @@ def test_file_dialogs_open_in_user_folders_never_the_working_directory(qtbot, us
     monkeypatch.chdir("/")
     window = _window(qtbot, panels=("model", "steering", "sae", "lab"))
     try:
-        steering, sae, lab = (window.panels[name] for name in ("steering", "sae", "lab"))
+        picker, steering, sae, lab = (window.panels[name] for name in ("model", "steering", "sae", "lab"))
+        picker._pick_folder()
+        picker._pick_gguf()
         steering._export()
         steering._import()
         sae._open_folder()
@@ -226,7 +256,7 @@ def test_file_dialogs_open_in_user_folders_never_the_working_directory(qtbot, us
         lab._choose_config()
     finally:
         window.close()
-    assert len(seen) == 7
+    assert len(seen) == 9
     data = user_folders / "data"
     for caption, folder in seen:
         assert folder and Path(folder).is_absolute() and Path(folder) != Path("/"), (caption, folder)

@@ -38,7 +38,8 @@ class ErrorBar(QWidget):
         layout.addWidget(self.label, 1)
         layout.addWidget(self.details_button)
         layout.addWidget(self.close_button)
-        self.setStyleSheet("background: #ffe4e1;")
+        # Both colours fixed (this sheet reaches the buttons too): the palette's text is light in Dark Mode.
+        self.setStyleSheet("background: #ffe4e1; color: #8b0000;")
         self.hide()
         self._unsubscribe = session.subscribe(self._on_session)
 

@@ -28,7 +28,8 @@ def record_html(record, label: str = "") -> str:
         return f"<b>latent {record.latent}</b>: {title}<br><i>this SAE has no feature records</i>"
     rows = "".join(
         f"<tr><td align='right'>{c.value:.2f}</td><td>{html.escape(c.before[-60:])}"
-        f"<b style='background:#ffe08a'>{html.escape(c.focus)}</b>{html.escape(c.after[:40])}</td></tr>"
+        # dark text on the light highlight: the palette's text colour is light in Dark Mode
+        f"<b style='background:#ffe08a;color:black'>{html.escape(c.focus)}</b>{html.escape(c.after[:40])}</td></tr>"
         for c in record.contexts)
     promoted = ", ".join(f"{html.escape(repr(t))} {v:+.2f}" for t, v in record.promoted)
     suppressed = ", ".join(f"{html.escape(repr(t))} {v:+.2f}" for t, v in record.suppressed)

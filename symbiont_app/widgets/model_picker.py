@@ -7,6 +7,8 @@ from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
+from ..bundle import dialog_folder
+
 GIB = 1024 ** 3
 
 
@@ -96,13 +98,14 @@ class ModelPickerPanel(QWidget):
         self._fill_recent()
 
     def _pick_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Model folder (config.json + safetensors)")
+        folder = QFileDialog.getExistingDirectory(self, "Model folder (config.json + safetensors)",
+                                                  str(dialog_folder()))
         if folder:
             self.spec.setEditText(folder)
             self.estimate()
 
     def _pick_gguf(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "GGUF model", "", "GGUF (*.gguf)")
+        path, _ = QFileDialog.getOpenFileName(self, "GGUF model", str(dialog_folder()), "GGUF (*.gguf)")
         if path:
             self.spec.setEditText(path)
             self.estimate()
