@@ -158,7 +158,7 @@ def main() -> int:
         results[layout] = r
         print(f"{layout:7s} file {size:6.1f} MiB (written in {written:.1f} s) -> MLX {mib:6.1f} MiB, "
               f"{bits:.2f} bits/weight in the quantized matrices")
-        print(f"        convert {r['convert_s']:6.2f} s (of which header {r['header_s']:.2f} s), "
+        print(f"        convert {r['convert_s']:6.2f} s (reading the header alone: {r['header_s']:.2f} s), "
               f"peak RSS {r['max_rss_mib']:.0f} MiB (+{r['max_rss_mib'] - base['max_rss_mib']:.0f} over imports); "
               f"sha256 of the file {hash_s:.2f} s ({size / hash_s:.0f} MiB/s), again from the memo {memo_s * 1e3:.1f} ms")
     a, b = results["Q4_K_M"], results["Q8_0"]
