@@ -149,6 +149,8 @@ class MemoryBudget:
         parts = [f"{RAM_SHARE:.0%} of RAM {self.ram_share_bytes / GIB:.2f} GiB"]
         if self.metal_bytes is not None:
             parts.append(f"Metal's recommended working set {self.metal_bytes / GIB:.2f} GiB")
+        else:
+            parts.append("no Metal limit: MLX's default device is the CPU")
         text = f"budget {self.bytes / GIB:.2f} GiB: limit {self.limit_bytes / GIB:.2f} GiB set by {self.binding}"
         text += " (" + "; ".join(parts) + ")"
         if self.others:
