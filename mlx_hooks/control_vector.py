@@ -34,7 +34,7 @@ from .architectures import gguf_architecture
 from .atomic_io import atomic_path
 from .interventions import PositionSpec
 from .presets import Preset
-from .steering import SteeringError, SteeringVector
+from .steering import NAME_PATTERN, SteeringError, SteeringVector
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,100 @@ def export_preset_control_vector(path: str | Path, preset: Preset) -> list[str]:
     if preset.clamps:
         notes.append(f"{len(preset.clamps)} SAE clamp(s) left out: llama.cpp control vectors only add directions")
     return notes
+
+
+# -- import ------------------------------------------------------------------------------------------
+MAX_CONTROL_VECTOR_BYTES = 1 * 2**30
+"""Largest control-vector file read (a 128-layer, 16384-wide one is 8 MiB)."""
+
+
+def _field(reader, key: str, path: Path):
+    from .errors import GGUFError
+
+    field = reader.get_field(key)
+    if field is None:
+        return None
+    try:
+        return field.contents()
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise GGUFError(f"{path}: {key} is unreadable ({exc})") from None
+
+
+def open_control_vector(path: str | Path):
+    """gguf-py's reader on a llama.cpp control vector, after the size and header checks, and its
+    ``controlvector.model_hint``: every problem of the file alone, found before a model is loaded."""
+    from .errors import GGUFError
+    from .gguf_header import check_gguf_header
+    from .presets import PresetError
+
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise PresetError(f"{path}: control vector file not found")
+    if path.stat().st_size > MAX_CONTROL_VECTOR_BYTES:
+        raise PresetError(f"{path}: {path.stat().st_size} bytes, more than a control vector can be; not read")
+    check_gguf_header(path)
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except (ValueError, OSError, KeyError, IndexError) as exc:
+        raise GGUFError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+    arch = _field(reader, "general.architecture", path)
+    if arch != "controlvector":
+        raise PresetError(f"{path}: general.architecture is {arch!r}, not 'controlvector': not a llama.cpp control "
+                          "vector (a model GGUF is loaded with --model, a preset is .json or .symbiont-preset)")
+    hint = _field(reader, "controlvector.model_hint", path)
+    if not isinstance(hint, str):
+        raise PresetError(f"{path}: controlvector.model_hint is missing or not a string ({hint!r})")
+    return reader, hint
+
+
+def read_control_vector(path: str | Path, *, fingerprint, model_name: str) -> Preset:
+    """A llama.cpp control-vector GGUF as a preset for the model with ``fingerprint``.
+
+    Each non-zero ``direction.N`` becomes a steering vector at ``resid_post.N`` (see the module
+    docstring) with an absolute coefficient equal to its length, at every position — exactly what
+    llama.cpp adds at strength 1. The file carries no weights identity, so the preset targets the
+    model it is imported onto; ``controlvector.model_hint`` must name that model's architecture, and
+    every direction must have its width. The header is bounds-checked first (:mod:`.gguf_header`)."""
+    from .presets import PresetError, SteeringEntry
+
+    import gguf
+
+    path = Path(path)
+    reader, hint = open_control_vector(path)
+    expected = gguf_architecture(fingerprint.architecture)
+    if hint != expected:
+        raise PresetError(f"{path}: controlvector.model_hint is {hint!r}, but {model_name} is a {expected!r} model")
+    directions: dict[int, np.ndarray] = {}
+    for tensor in reader.tensors:
+        name = str(tensor.name)
+        prefix, _, index = name.partition(".")
+        if prefix != "direction" or not index.isdigit():
+            raise PresetError(f"{path}: tensor {name!r} is not a direction.N")
+        layer = int(index)
+        if not 1 <= layer < fingerprint.n_layers:
+            raise PresetError(f"{path}: {name} is outside {model_name}'s blocks 1..{fingerprint.n_layers - 1} "
+                              "(llama.cpp has no direction for block 0)")
+        if tensor.tensor_type != gguf.GGMLQuantizationType.F32:
+            raise PresetError(f"{path}: {name} is {tensor.tensor_type.name}, control vectors are F32")
+        data = np.asarray(tensor.data, dtype=np.float32).reshape(-1)
+        if data.size != fingerprint.d_model:
+            raise PresetError(f"{path}: {name} has {data.size} values, {model_name} has d_model {fingerprint.d_model}")
+        if not np.all(np.isfinite(data)):
+            raise PresetError(f"{path}: {name} holds NaN or infinite values")
+        if layer in directions:
+            raise PresetError(f"{path}: {name} appears twice")
+        directions[layer] = data
+    steering = [(layer, d) for layer, d in sorted(directions.items()) if np.any(d)]
+    if not steering:
+        raise PresetError(f"{path}: every direction is zero; nothing to steer with")
+    vectors = {f"direction.{layer}": SteeringVector(f"direction.{layer}", f"resid_post.{layer}", d, method="control_vector",
+                                                    source={"control_vector": path.name})
+               for layer, d in steering}
+    entries = [SteeringEntry(f"direction.{layer}", f"resid_post.{layer}", float(np.linalg.norm(d.astype(np.float64))),
+                             relative=False, positions="all") for layer, d in steering]
+    return Preset(name=path.stem if NAME_PATTERN.match(path.stem) else "control_vector", target_model_name=model_name,
+                  fingerprint=fingerprint, description=f"imported from the llama.cpp control vector {path.name}",
+                  interventions=entries, vectors=vectors, origin=str(path),
+                  notes=[f"{path}: a control vector records no model weights; the preset targets {model_name}"])

@@ -41,3 +41,8 @@ class HubAccessError(ModelLoadError):
 
 class DownloadCancelled(SymbiontError):
     """A hub download stopped because the user cancelled it; files already complete stay in the cache."""
+
+
+class NonFiniteError(SymbiontError):
+    """A number that must be finite is NaN or infinite: a setting, a weight file, an activation after
+    an intervention (the message names which and where)."""

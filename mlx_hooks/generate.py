@@ -130,6 +130,7 @@ temperature view that re-samples the distribution without re-running the model).
         max_tokens = room if max_tokens < 0 else min(max_tokens, room)
     prompt_end = offset + len(tokens)
     session = HookSession(model, capture, interventions, recorder, cache_config, prompt_length=prompt_end)
+    session.watch_finite = True
     if session_out is not None:
         session_out.append(session)
     if sampling.seed is not None:
@@ -148,6 +149,7 @@ temperature view that re-samples the distribution without re-running the model).
                 {p: session.recorder.at(p, position - 1)[0] for p in session.capture_points}
                 if wants_activations else {}
             )
+            session.check_finite()  # an intervention that broke the numbers stops here, not as garbage text
             step = _make_step(
                 index, position, response, tokenizer, sampling, top_k, activations_mx,
                 step_activations, readers, keep_logprobs,

@@ -21,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .activation_cache import ActivationRecorder, CacheConfig
+from .errors import NonFiniteError
 from .interventions import ForwardContext, Intervention
 from .points import HookPoint, ModelAdapter
 
@@ -90,6 +91,10 @@ class HookSession:
         self._restore: list[tuple[Any, Any, Any]] = []  # (container, key, original)
         self._attached = False
         self._wrapped_points: set[str] = set()
+        self._edited: list[tuple[str, mx.array]] = []  # (point, lazy "still finite" flag) per edit, see check_finite
+        self.watch_finite = False
+        """Keep a flag per edited activation for :meth:`check_finite` (generation turns it on and checks
+        every step; off, nothing is kept, so a caller that never checks holds no extra arrays)."""
         for point, items in (interventions or {}).items():
             for item in items if isinstance(items, (list, tuple)) else [items]:
                 self.add(point, item)
@@ -121,15 +126,36 @@ class HookSession:
 
     def _handle(self, point: str, x: mx.array) -> mx.array:  # x: [B, L, D]
         ctx = self.ctx or ForwardContext.from_offset(0, x.shape[1], self.prompt_length)
-        for intervention in self.interventions.get(point, ()):
+        edits = self.interventions.get(point, ())
+        for intervention in edits:
             edited = intervention(x, ctx)
             x = edited if edited.dtype == x.dtype else edited.astype(x.dtype)
+        if edits and self.watch_finite:
+            # Lazy, evaluated by check_finite: every position's squared norm must be finite in float32,
+            # which is what the next norm layer computes (a finite 1e30 overflows there, and the model
+            # then answers from zeros: finite garbage, not an error).
+            self._edited.append((point, mx.all(mx.isfinite(mx.sum(mx.square(x.astype(mx.float32)), axis=-1)))))
         if point in self.capture_points:
             # A fresh array object: the model may go on to change `x` in place (gemma3's
             # `h *= sqrt(d)` right after the embedding), which would change a kept reference.
             # Captures are read-outs, so they also leave the autograd graph here.
             self.recorder.record(point, mx.stop_gradient(x), ctx.start)
         return x
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` naming the point and interventions if an intervention made an
+        activation non-finite (or one whose norm overflows float32) in the forward calls since the last
+        check. Evaluates one boolean per edited point and call; nothing when there are no interventions."""
+        if not self._edited:
+            return
+        pending, self._edited = self._edited, []
+        mx.eval([flag for _, flag in pending])
+        bad = sorted({point for point, flag in pending if not flag.item()})
+        if bad:
+            what = "; ".join(f"{p}: {', '.join(type(i).__name__ for i in self.interventions.get(p, ()))}" for p in bad)
+            raise NonFiniteError(
+                f"an intervention made the activation at {', '.join(bad)} non-finite (NaN/inf, or a norm past "
+                f"float32's range) — generation stopped; use a smaller coefficient or value ({what})")
 
     # -- wrapping ---------------------------------------------------------------------------
     def _replace(self, container: Any, key: Any, wrapper: nn.Module) -> None:

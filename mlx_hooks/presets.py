@@ -265,29 +265,62 @@ def read_preset(path: str | Path) -> Preset:
         json_bytes, vectors_bytes = _read_archive(path)
         json_where, vectors_where = f"{path}!{ARCHIVE_JSON}", f"{path}!{ARCHIVE_VECTORS}"
     else:
-        json_bytes = path.read_bytes()
+        json_bytes = _read_bounded(path, MAX_DOCUMENT_BYTES, "preset document")
         side = sidecar_path(path)
-        vectors_bytes = side.read_bytes() if side.is_file() else None
+        vectors_bytes = _read_bounded(side, MAX_VECTORS_BYTES, "vectors file") if side.is_file() else None
         json_where, vectors_where = str(path), str(side)
     doc, notes = parse_document(json_bytes, json_where)
     vectors = _read_vectors(vectors_bytes, vectors_where, doc, json_where, notes)
     return from_document(doc, vectors, json_where, notes)
 
 
+MAX_DOCUMENT_BYTES = 16 * 2**20
+"""Largest preset document read (a preset with thousands of entries is well under 1 MiB)."""
+MAX_VECTORS_BYTES = 1 * 2**30
+"""Largest vectors file read (a thousand 8192-wide float32 vectors are 32 MiB)."""
+MAX_ARCHIVE_ENTRIES = 16
+"""Central-directory entries looked at before a preset archive is refused (it holds two)."""
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    size = path.stat().st_size
+    if size > limit:
+        raise PresetError(f"{path}: {size} bytes, more than a {what} can be ({limit} bytes); not read")
+    return path.read_bytes()
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str) -> bytes:
+    # The sizes in a zip's directory are claims: check the claim before inflating, then read at most
+    # one byte past it (a 1.2 MB archive inflating to 1.2 GB used to be read whole).
+    if info.file_size > limit:
+        raise PresetError(f"{where}!{info.filename}: inflates to {info.file_size} bytes, more than a preset "
+                          f"entry can be ({limit} bytes); not read")
+    with archive.open(info) as handle:
+        data = handle.read(info.file_size + 1)
+    if len(data) != info.file_size:
+        raise PresetError(f"{where}!{info.filename}: holds {len(data)} bytes, its directory says {info.file_size}")
+    return data
+
+
 def _read_archive(path: Path) -> tuple[bytes, bytes | None]:
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            infos = archive.infolist()
+            names = [i.filename for i in infos[:MAX_ARCHIVE_ENTRIES]]
             unexpected = sorted(set(names) - {ARCHIVE_JSON, ARCHIVE_VECTORS})
-            if unexpected or ARCHIVE_JSON not in names:
+            if unexpected or ARCHIVE_JSON not in names or len(infos) != len(set(names)):
+                shown = names if len(infos) <= MAX_ARCHIVE_ENTRIES else names + [f"... {len(infos)} entries"]
                 raise PresetError(
-                    f"{path}: a preset archive holds {ARCHIVE_JSON} and optionally {ARCHIVE_VECTORS}; "
-                    f"found {names}"
+                    f"{path}: a preset archive holds {ARCHIVE_JSON} and optionally {ARCHIVE_VECTORS}, once each; "
+                    f"found {shown}"
                 )
-            vectors = archive.read(ARCHIVE_VECTORS) if ARCHIVE_VECTORS in names else None
-            return archive.read(ARCHIVE_JSON), vectors
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as exc:
-        raise PresetError(f"{path}: not a readable preset archive ({exc})") from exc
+            by_name = {i.filename: i for i in infos}
+            vectors = (_read_entry(archive, by_name[ARCHIVE_VECTORS], MAX_VECTORS_BYTES, str(path))
+                       if ARCHIVE_VECTORS in by_name else None)
+            return _read_entry(archive, by_name[ARCHIVE_JSON], MAX_DOCUMENT_BYTES, str(path)), vectors
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, ValueError,
+            RuntimeError) as exc:  # zipfile's own errors for damaged entries, unknown methods, encryption
+        raise PresetError(f"{path}: not a readable preset archive ({type(exc).__name__}: {exc})") from exc
 
 
 def preset_bytes(preset: Preset) -> tuple[bytes, bytes | None]:

@@ -8,6 +8,7 @@ entropy of what was really sampled.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,34 @@ from mlx_lm.sample_utils import make_sampler
 
 from . import distribution
 from .distribution import entropy_bits  # noqa: F401  (re-exported)
+
+
+SEED_LIMIT = 2**64
+"""MLX's random seed is an unsigned 64-bit integer."""
+
+
+def sampling_problems(temp, top_p, min_p, top_k, seed) -> list[tuple[str, str]]:
+    """``(setting, what is wrong)`` for each invalid setting (empty when all are valid).
+
+    NaN compares false with everything, so each range is written as the condition that must
+    hold: ``temp = nan`` sampled garbage and ``temp = inf`` uniform tokens before this check."""
+    out = []
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+    if not (number(temp) and math.isfinite(temp) and temp >= 0):
+        out.append(("temp", f"must be a finite number >= 0 (0 = greedy), got {temp!r}"))
+    if not (number(top_p) and 0 <= top_p <= 1):
+        out.append(("top_p", f"must lie in [0, 1] (0 or 1 = off), got {top_p!r}"))
+    if not (number(min_p) and 0 <= min_p <= 1):
+        out.append(("min_p", f"must lie in [0, 1] (0 = off), got {min_p!r}"))
+    if not (isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool) and top_k >= 0):
+        out.append(("top_k", f"must be a whole number >= 0 (0 = off), got {top_k!r}"))
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+                                 and 0 <= seed < SEED_LIMIT):
+        out.append(("seed", f"must be a whole number in [0, 2^64), got {seed!r}"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -33,8 +62,9 @@ class SamplingSettings:
     """Seed for MLX's random generator at the start of a generation (reproducible runs)."""
 
     def __post_init__(self):
-        if self.temp < 0 or not 0 <= self.top_p <= 1 or not 0 <= self.min_p <= 1 or self.top_k < 0:
-            raise ValueError(f"invalid sampling settings: {self}")
+        problems = sampling_problems(self.temp, self.top_p, self.min_p, self.top_k, self.seed)
+        if problems:
+            raise ValueError("invalid sampling settings: " + "; ".join(f"{name} {why}" for name, why in problems))
 
     @property
     def greedy(self) -> bool:

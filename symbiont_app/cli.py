@@ -15,6 +15,8 @@ from typing import Sequence
 
 from mlx_hooks.backend import reexec_with_fast_blas
 
+from . import arg_types
+
 GIB = 2**30
 
 
@@ -28,7 +30,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="run-time precision of the weights; auto: as stored on a GPU, float32 on the CPU backend",
     )
     parser.add_argument(
-        "--memory-budget", type=float, default=None, metavar="GB",
+        "--memory-budget", type=arg_types.positive_float, default=None, metavar="GB",
         help="refuse to load past this many GiB (default: SYMBIONT_MEMORY_BUDGET_GB, else the smaller of 75%% of "
              "RAM and Metal's recommended working set, less what other Symbiont processes hold)",
     )
@@ -73,8 +75,9 @@ def cmd_chat(args) -> int:
     from mlx_hooks.chat import ChatSession
     from mlx_hooks.sampling import SamplingSettings
 
-    loaded = load_from_args(args)
+    # the settings are checked together before the model loads (each flag was checked on its own by argparse)
     sampling = SamplingSettings(temp=args.temp, top_p=args.top_p, min_p=args.min_p, top_k=args.top_k, seed=args.seed)
+    loaded = load_from_args(args)
     chat = ChatSession(loaded.model, loaded.tokenizer, system_prompt=args.system)
 
     def answer(text: str) -> None:
@@ -101,6 +104,11 @@ def cmd_chat(args) -> int:
             break
         if not line.strip():
             break
+        try:
+            arg_types.check_text(line, "input")
+        except ValueError as exc:
+            print(f"symbiont: error: {exc}", file=sys.stderr)
+            continue
         answer(line)
     return 0
 
@@ -111,6 +119,8 @@ def cmd_lens(args) -> int:
 
     loaded = load_from_args(args)
     tokens = _prompt_tokens(loaded.tokenizer, args.prompt, args.chat_template)
+    if not tokens:
+        raise ValueError(f"--prompt {args.prompt!r}: encodes to no tokens; give some text")
     result = run_logit_lens(loaded.model, tokens, k=1, kind=args.kind)
     tok = loaded.tokenizer
     columns = range(max(0, len(tokens) - args.last), len(tokens))
@@ -147,6 +157,8 @@ def cmd_patch(args) -> int:
     answers = []
     for word in args.answers:
         ids = list(tok.encode(word))
+        if not ids:
+            raise ValueError(f"--answers {word!r}: encodes to no tokens; give a word such as ' Paris'")
         if len(ids) != 1:
             print(f"note: answer {word!r} is {len(ids)} tokens; using its first, {tok.decode(ids[:1])!r}", file=sys.stderr)
         answers.append(ids[0])
@@ -251,15 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="chat with a model, streaming tokens")
     add_model_args(chat)
-    chat.add_argument("--prompt", help="answer this one message and exit (for scripts)")
-    chat.add_argument("--system", help="system prompt")
-    chat.add_argument("--max-tokens", type=int, default=256)
-    chat.add_argument("--temp", type=float, default=0.7, help="temperature; 0 = greedy")
-    chat.add_argument("--top-p", type=float, default=0.0)
-    chat.add_argument("--min-p", type=float, default=0.0)
-    chat.add_argument("--top-k", type=int, default=0)
-    chat.add_argument("--seed", type=int, default=None)
-    chat.add_argument("--alternatives", type=int, default=5, help="top-k alternatives recorded per token")
+    chat.add_argument("--prompt", type=arg_types.text, help="answer this one message and exit (for scripts)")
+    chat.add_argument("--system", type=arg_types.text, help="system prompt")
+    chat.add_argument("--max-tokens", type=arg_types.max_tokens, default=256, help="-1: up to the context length")
+    chat.add_argument("--temp", type=arg_types.nonnegative_float, default=0.7, help="temperature; 0 = greedy")
+    chat.add_argument("--top-p", type=arg_types.probability, default=0.0, help="nucleus mass in [0, 1]; 0 or 1 = off")
+    chat.add_argument("--min-p", type=arg_types.probability, default=0.0, help="in [0, 1]; 0 = off")
+    chat.add_argument("--top-k", type=arg_types.nonnegative_int, default=0, help="0 = off")
+    chat.add_argument("--seed", type=arg_types.seed, default=None, help="a whole number in [0, 2^64)")
+    chat.add_argument("--alternatives", type=arg_types.nonnegative_int, default=5,
+                      help="top-k alternatives recorded per token")
     chat.add_argument(
         "--show", choices=["none", "prob", "entropy", "both"], default="none",
         help="annotate each token with its probability and/or the entropy (bits) of the distribution it came from",
@@ -268,21 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     lens = sub.add_parser("lens", help="logit lens: the top token each layer would predict at each position")
     add_model_args(lens)
-    lens.add_argument("--prompt", required=True)
+    lens.add_argument("--prompt", required=True, type=arg_types.nonempty_text)
     lens.add_argument("--chat-template", action="store_true", help="wrap the prompt as a user message")
     lens.add_argument("--kind", default="resid_post", choices=["resid_pre", "resid_post"])
-    lens.add_argument("--last", type=int, default=8, help="show the last N positions")
-    lens.add_argument("--width", type=int, default=12, help="column width")
+    lens.add_argument("--last", type=arg_types.positive_int, default=8, help="show the last N positions")
+    lens.add_argument("--width", type=arg_types.positive_int, default=12, help="column width")
     lens.set_defaults(func=cmd_lens)
 
     patch = sub.add_parser("patch", help="activation patching: which layer and position carries the answer")
     add_model_args(patch)
-    patch.add_argument("--clean", required=True, help="clean prompt, e.g. 'The Eiffel Tower is in the city of'")
-    patch.add_argument("--corrupted", required=True, help="corrupted prompt with the same token count")
-    patch.add_argument("--answers", nargs=2, required=True, metavar=("CLEAN", "CORRUPTED"), help="e.g. ' Paris' ' Rome'")
+    patch.add_argument("--clean", required=True, type=arg_types.nonempty_text,
+                       help="clean prompt, e.g. 'The Eiffel Tower is in the city of'")
+    patch.add_argument("--corrupted", required=True, type=arg_types.nonempty_text,
+                       help="corrupted prompt with the same token count")
+    patch.add_argument("--answers", nargs=2, required=True, type=arg_types.nonempty_text, metavar=("CLEAN", "CORRUPTED"),
+                       help="e.g. ' Paris' ' Rome'")
     patch.add_argument("--kind", default="resid_pre",
                        choices=["resid_pre", "resid_post", "attn_out", "mlp_out", "attn_z", "mlp_hidden"])
-    patch.add_argument("--width", type=int, default=9)
+    patch.add_argument("--width", type=arg_types.positive_int, default=9)
     patch.set_defaults(func=cmd_patch)
 
     models = sub.add_parser(
@@ -294,9 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("spec", nargs="?",
                         help="model for info/import/estimate/download (GGUF file, folder, repo id, default)")
     models.add_argument("--dtype", default="auto", choices=["auto", "stored", "float32", "bfloat16", "float16"])
-    models.add_argument("--context", type=int, default=4096, help="context tokens for the estimate")
-    models.add_argument("--capture-points", type=int, default=0, help="hook points cached over the context")
-    models.add_argument("--memory-budget", type=float, default=None, metavar="GB")
+    models.add_argument("--context", type=arg_types.positive_int, default=4096, help="context tokens for the estimate")
+    models.add_argument("--capture-points", type=arg_types.nonnegative_int, default=0,
+                        help="hook points cached over the context")
+    models.add_argument("--memory-budget", type=arg_types.positive_float, default=None, metavar="GB")
     models.set_defaults(func=cmd_models)
 
     from .commands import register_all

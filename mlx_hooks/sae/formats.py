@@ -180,8 +180,8 @@ def _saelens_config(cfg: dict, folder: Path, hook_point: str | None) -> tuple[SA
              "metadata", "device"}
     extra = {key: value for key, value in cfg.items() if key not in known}
     ours = SAEConfig(
-        d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), architecture=architecture,
-        k=int(k) if k and architecture in ("topk", "batchtopk") else None, hook_point=point,
+        d_in=cfg["d_in"], d_sae=cfg["d_sae"], architecture=architecture,  # SAEConfig checks the types
+        k=k if k and architecture in ("topk", "batchtopk") else None, hook_point=point,
         apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), normalisation=normalisation,
         input_scale=float(scale), sae_id=str(metadata.get("neuronpedia_id") or cfg.get("neuronpedia_id") or folder.name),
         model_name=cfg.get("model_name") or metadata.get("model_name"), dtype=_dtype_name(cfg.get("dtype")),
@@ -257,8 +257,17 @@ def _check_shapes(weights: dict[str, mx.array], cfg: SAEConfig, where: Path) -> 
 
 
 def build_sae(cfg: SAEConfig, weights: dict[str, mx.array], where: Path, dtype: str | None = None) -> SAE:
-    """An :class:`SAE` with these weights, after checking every shape against ``cfg``."""
+    """An :class:`SAE` with these weights, after checking every shape against ``cfg`` and every value
+    for NaN/inf (one reduction per tensor: NaN weights otherwise load and read out NaN latents)."""
     _check_shapes(weights, cfg, where)
+    flags = {name: mx.all(mx.isfinite(weights[name])) for name in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")
+             if name in weights}
+    mx.eval(list(flags.values()))
+    bad = [name for name, ok in flags.items() if not ok.item()]
+    if bad:
+        counts = ", ".join(f"{name} {int(mx.sum(~mx.isfinite(weights[name])).item())} of {weights[name].size}"
+                           for name in bad)
+        raise SAELoadError(f"{where}: weights hold NaN or infinite values ({counts}); the file is damaged")
     if dtype is not None:
         if dtype not in _DTYPES:
             raise ValueError(f"SAE dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
@@ -357,7 +366,10 @@ def load_sae(
     (``sae.max_activations``, ``sae.labels``) when they match these weights.
     """
     kind, location = detect_format(path)
-    cfg, weights, where = _read_format(kind, location, hook_point, dtype)
+    try:
+        cfg, weights, where = _read_format(kind, location, hook_point, dtype)
+    except (TypeError, ValueError) as exc:  # SAEConfig's own checks: name the file they came from
+        raise SAELoadError(f"{_config_file(kind, location)}: {exc}") from None
     sae = build_sae(cfg, weights, where, dtype)
     # Fit problems are about what the config says: name the config file where there is one.
     check_fits(sae, model, fingerprint=fingerprint, where=_config_file(kind, location))

@@ -15,6 +15,8 @@ per-latent threshold).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple, Sequence
 
@@ -66,6 +68,17 @@ class SAEConfig:
     """Format-specific fields kept for round-trips (training metadata, dataset...)."""
 
     def __post_init__(self):
+        # Types are checked, not coerced: a config saying d_in "576" (a string) or k past d_sae was
+        # accepted and failed later, far from the file that was wrong.
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.k is not None:
+            if not isinstance(self.k, numbers.Integral) or isinstance(self.k, bool) or not 1 <= self.k <= self.d_sae:
+                raise ValueError(f"k must be a whole number from 1 to d_sae ({self.d_sae}), got {self.k!r}")
+        if not (isinstance(self.input_scale, numbers.Real) and math.isfinite(self.input_scale) and self.input_scale > 0):
+            raise ValueError(f"input_scale must be a finite number > 0, got {self.input_scale!r}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown SAE architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}")
         if self.normalisation not in NORMALISATIONS:

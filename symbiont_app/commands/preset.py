@@ -3,6 +3,7 @@
     symbiont preset export --vector happy.safetensors=0.3 --name cheerful -o cheerful.symbiont-preset --gguf cheerful.gguf
     symbiont preset export --from cheerful.json -o cheerful.symbiont-preset     # convert, no model needed
     symbiont preset import cheerful.symbiont-preset [--model M] [--allow-different-weights]
+    symbiont preset import happy.gguf -o happy.symbiont-preset           # a llama.cpp control vector
     symbiont preset show cheerful.json
 """
 
@@ -93,13 +94,24 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     import warnings
 
+    from mlx_hooks.control_vector import open_control_vector, read_control_vector
     from mlx_hooks.preset_apply import apply_preset, check_compatibility
-    from mlx_hooks.presets import read_preset
+    from mlx_hooks.presets import read_preset, write_preset
 
-    preset = read_preset(args.file)  # file problems first, before the model loads
+    # file problems first, before the model loads
+    control_vector = args.file.lower().endswith(".gguf")
+    if control_vector:
+        open_control_vector(args.file)
+    else:
+        preset = read_preset(args.file)
     loaded = load_from_args(args)
-    verdict = check_compatibility(preset.fingerprint, loaded.fingerprint)
-    print(f"{args.file}: {verdict.describe()}")
+    if control_vector:
+        preset = read_control_vector(args.file, fingerprint=loaded.fingerprint, model_name=loaded.name)
+        print(f"{args.file}: llama.cpp control vector, {len(preset.steering)} direction(s) at "
+              f"{', '.join(e.hook_point for e in preset.steering)}")
+    else:
+        verdict = check_compatibility(preset.fingerprint, loaded.fingerprint)
+        print(f"{args.file}: {verdict.describe()}")
     with warnings.catch_warnings():  # the messages are printed below, once
         warnings.simplefilter("ignore")
         from mlx_hooks.sae.registry import make_resolver
@@ -111,6 +123,9 @@ def cmd_import(args) -> int:
     count = sum(len(v) for v in applied.interventions.values())
     print(f"ok: {count} intervention(s) at {', '.join(applied.interventions) or 'no hook points'} ready for "
           f"{loaded.name}")
+    if args.output:
+        for path in write_preset(args.output, preset):
+            print(f"wrote {path}")
     return 0
 
 
@@ -140,11 +155,12 @@ def register(subparsers) -> None:
     export.add_argument("--gguf", help="also write the steering as a llama.cpp control-vector GGUF")
     export.set_defaults(func=cmd_export)
 
-    imp = sub.add_parser("import", help="check a preset against a model and say whether it loads")
-    imp.add_argument("file")
+    imp = sub.add_parser("import", help="check a preset (or read a llama.cpp control-vector .gguf) against a model")
+    imp.add_argument("file", help=".json, .symbiont-preset, or a llama.cpp control vector .gguf")
     add_model_args(imp)
     imp.add_argument("--allow-different-weights", action="store_true",
                      help="accept a preset made for the same architecture with other weights (with a warning)")
+    imp.add_argument("-o", "--output", help="also save it as a preset (.json + .safetensors, or .symbiont-preset)")
     imp.set_defaults(func=cmd_import)
 
     show = sub.add_parser("show", help="print a preset's contents")

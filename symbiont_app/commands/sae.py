@@ -19,6 +19,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from symbiont_app import arg_types
+
 
 def _load(args, model=None):
     """The SAE at args.path, with load warnings printed to stderr."""
@@ -248,13 +250,13 @@ def _add_train(sub) -> None:
     parser.add_argument("--point", default="resid_post.15", help="hook point, e.g. resid_post.15")
     parser.add_argument("--corpus", default="builtin",
                         help="'builtin' (Python's docs + model-written text) or a folder of .txt/.jsonl files")
-    parser.add_argument("--context-length", type=int, default=128)
-    parser.add_argument("--d-sae", type=int, default=4608, help="number of latents")
-    parser.add_argument("--k", type=int, default=32, help="active latents per token")
-    parser.add_argument("--steps", type=int, default=2400)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=4e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--context-length", type=arg_types.positive_int, default=128)
+    parser.add_argument("--d-sae", type=arg_types.positive_int, default=4608, help="number of latents")
+    parser.add_argument("--k", type=arg_types.positive_int, default=32, help="active latents per token")
+    parser.add_argument("--steps", type=arg_types.positive_int, default=2400)
+    parser.add_argument("--batch-size", type=arg_types.positive_int, default=512)
+    parser.add_argument("--lr", type=arg_types.positive_float, default=4e-4)
+    parser.add_argument("--seed", type=arg_types.seed, default=0)
     parser.set_defaults(func=cmd_train)
 
 

@@ -10,10 +10,12 @@ Coefficients are relative (× the vector's typical residual norm) unless ``--abs
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from importlib import resources
 from pathlib import Path
 
+from symbiont_app import arg_types
 from symbiont_app.cli import add_model_args, load_from_args
 
 
@@ -42,6 +44,8 @@ def parse_vector_spec(text: str, need_coefficient: bool = True) -> tuple[Path, s
             coefficient = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"--vector {text!r}: {value!r} is not a number") from None
+        if not math.isfinite(coefficient):
+            raise argparse.ArgumentTypeError(f"--vector {text!r}: the coefficient must be a finite number")
     elif need_coefficient:
         raise argparse.ArgumentTypeError(f"--vector {text!r}: give a coefficient, FILE[:NAME]=COEF")
     path, name = Path(spec), None
@@ -68,11 +72,11 @@ def load_vector_specs(specs) -> list[tuple]:
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, default_temp: float | None = 0.0) -> None:
-    parser.add_argument("--temp", type=float, default=default_temp, help="temperature; 0 = greedy")
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--min-p", type=float, default=None)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--temp", type=arg_types.nonnegative_float, default=default_temp, help="temperature; 0 = greedy")
+    parser.add_argument("--top-p", type=arg_types.probability, default=None, help="in [0, 1]; 0 or 1 = off")
+    parser.add_argument("--min-p", type=arg_types.probability, default=None, help="in [0, 1]; 0 = off")
+    parser.add_argument("--top-k", type=arg_types.nonnegative_int, default=None, help="0 = off")
+    parser.add_argument("--seed", type=arg_types.seed, default=None, help="a whole number in [0, 2^64)")
 
 
 def sampling_from_args(args, base=None):
@@ -216,25 +220,27 @@ def register(subparsers) -> None:
     extract = sub.add_parser("extract", help="extract a steering vector from contrasting prompts")
     add_model_args(extract)
     extract.add_argument("--contrast", help=f"built-in contrast set ({_builtin_sets()}) or a .json/.jsonl file")
-    extract.add_argument("--positive", nargs="+", help="positive prompts (instead of --contrast)")
-    extract.add_argument("--negative", nargs="+", help="negative prompts (instead of --contrast)")
+    extract.add_argument("--positive", nargs="+", type=arg_types.nonempty_text,
+                         help="positive prompts (instead of --contrast)")
+    extract.add_argument("--negative", nargs="+", type=arg_types.nonempty_text,
+                         help="negative prompts (instead of --contrast)")
     extract.add_argument("--point", help="hook point, e.g. resid_post.15 (default resid_post.<layer>)")
     extract.add_argument("--layer", type=int, help="layer for resid_post.<layer> (default: the middle one)")
     extract.add_argument("--method", choices=["mean_diff", "pca"], default="mean_diff")
     extract.add_argument("--tokens", choices=["last", "mean"], default="last", help="read the last token or the mean")
     extract.add_argument("--chat-template", action="store_true", help="wrap each prompt as a user message")
-    extract.add_argument("--system", help="system prompt (with --chat-template)")
+    extract.add_argument("--system", type=arg_types.text, help="system prompt (with --chat-template)")
     extract.add_argument("--name", help="vector name (default: the contrast set's)")
     extract.add_argument("-o", "--output", help="write the vector to this .safetensors file")
     extract.add_argument("--preset", help="also write a preset (.json + sidecar, or .symbiont-preset)")
-    extract.add_argument("--coefficient", type=float, default=0.2, help="the preset's coefficient")
+    extract.add_argument("--coefficient", type=arg_types.finite_float, default=0.2, help="the preset's coefficient")
     extract.add_argument("--absolute", action="store_true", help="the preset's coefficient is absolute")
     extract.add_argument("--positions", type=parse_positions, default="all", help="the preset's positions")
     extract.set_defaults(func=cmd_extract)
 
     apply = sub.add_parser("apply", help="generate with steering vectors and/or a preset")
     add_model_args(apply)
-    apply.add_argument("--prompt", required=True)
+    apply.add_argument("--prompt", required=True, type=arg_types.nonempty_text)
     apply.add_argument("--vector", action="append", type=parse_vector_spec, metavar="FILE[:NAME]=COEF",
                        help="vector file and coefficient (repeatable)")
     apply.add_argument("--preset", help="a preset file (.json or .symbiont-preset)")
@@ -244,8 +250,8 @@ def register(subparsers) -> None:
     apply.add_argument("--positions", type=parse_positions, default="all")
     apply.add_argument("--point", help="apply --vector at this hook point instead of its own")
     apply.add_argument("--chat-template", action="store_true", help="wrap the prompt as a user message")
-    apply.add_argument("--system", help="system prompt (with --chat-template)")
-    apply.add_argument("--max-tokens", type=int, default=64)
+    apply.add_argument("--system", type=arg_types.text, help="system prompt (with --chat-template)")
+    apply.add_argument("--max-tokens", type=arg_types.max_tokens, default=64)
     apply.add_argument("--baseline", action="store_true", help="first generate without steering, for comparison")
     add_sampling_args(apply, default_temp=None)
     apply.set_defaults(func=cmd_apply)
@@ -253,15 +259,15 @@ def register(subparsers) -> None:
     sweep = sub.add_parser("sweep", help="generate one prompt across coefficients and measure the effect")
     add_model_args(sweep)
     sweep.add_argument("--vector", required=True, metavar="FILE[:NAME]")
-    sweep.add_argument("--prompt", required=True)
-    sweep.add_argument("--coefficients", type=float, nargs="+", default=[-0.4, -0.2, 0.0, 0.2, 0.4])
+    sweep.add_argument("--prompt", required=True, type=arg_types.nonempty_text)
+    sweep.add_argument("--coefficients", type=arg_types.finite_float, nargs="+", default=[-0.4, -0.2, 0.0, 0.2, 0.4])
     sweep.add_argument("--absolute", action="store_true", help="coefficients are absolute")
     sweep.add_argument("--positions", type=parse_positions, default="all")
     sweep.add_argument("--point", help="apply at this hook point instead of the vector's own")
     sweep.add_argument("--probe-positive", nargs="+", help="probe words (default: the contrast set's)")
     sweep.add_argument("--probe-negative", nargs="+")
     sweep.add_argument("--chat-template", action="store_true")
-    sweep.add_argument("--system")
-    sweep.add_argument("--max-tokens", type=int, default=16)
+    sweep.add_argument("--system", type=arg_types.text)
+    sweep.add_argument("--max-tokens", type=arg_types.max_tokens, default=16)
     add_sampling_args(sweep)
     sweep.set_defaults(func=cmd_sweep)
