@@ -111,3 +111,33 @@ def test_a_loss_that_stops_being_finite_stops_training(tmp_path, tokenizer):
     config = LoRAConfig(iters=6, batch_size=4, learning_rate=1e30, warmup_steps=0, grad_clip=None)
     with pytest.raises(StudentError, match=r"ad: the training loss became (nan|inf) at step \d"):
         train_student(tiny_loaded(tokenizer), data, tmp_path / "ad", config)
+
+
+def test_the_distributed_launcher_exits_non_zero_when_a_rank_fails(tmp_path, tiny_folder):
+    """mlx.launch can exit 0 when a rank failed: the launcher reads every rank's status file."""
+    import os
+
+    data = write_numbers_dataset(tmp_path / "data", n=16)
+    out = tmp_path / "ad"
+    out.mkdir()
+    (out / "rank1.json").write_text('{"rank": 1, "ok": true}')  # stale, from an earlier launch: must not count
+    cmd = [sys.executable, "-m", "symbiont_lab.subliminal.distributed", "--launch", "2", "--model", str(tiny_folder),
+           "--data", str(data), "--adapter-dir", str(out), "--iters", "1", "--batch-size", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "distributed: rank 0: failed: SystemExit: batch size 3 does not divide over 2 processes" in proc.stderr, \
+        proc.stderr
+
+
+def test_rank_failures_names_every_rank_that_did_not_succeed(tmp_path):
+    from symbiont_lab.subliminal.distributed import rank_failures, write_rank_status
+
+    write_rank_status(tmp_path, 0, {"rank": 0, "ok": True})
+    write_rank_status(tmp_path, 1, {"rank": 1, "ok": False, "error": "RuntimeError: out of memory"})
+    (tmp_path / "rank3.json").write_text("{not json")
+    assert rank_failures(tmp_path, 4) == [
+        "rank 1: failed: RuntimeError: out of memory",
+        "rank 2: never reported (killed, or failed before training started)",
+        f"rank 3: unreadable status {tmp_path / 'rank3.json'} (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))"]
+    assert rank_failures(tmp_path, 1) == []

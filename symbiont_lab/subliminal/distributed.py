@@ -19,6 +19,11 @@ the same adapters. This module is the per-process entry point plus a launcher:
 Rank 0 writes the adapter folder and checkpoints (resume works as single-process);
 ``--save-every-rank`` makes each rank also write ``rank<k>.safetensors`` so the ranks'
 adapters can be compared.
+
+Every rank writes ``<adapter-dir>/rank<k>.json`` when it ends: its summary, or the error it
+failed with. ``mlx.launch`` can exit 0 when a rank failed, so ``--launch`` does not trust its
+exit status alone: it clears the old rank files, launches, and exits non-zero unless every
+rank wrote a successful one (naming each rank that failed or never reported).
 """
 
 from __future__ import annotations
@@ -95,15 +100,41 @@ def run_rank(args) -> dict:
 
         weights = dict(tree_flatten(loaded.model.trainable_parameters()))
         _save_safetensors(Path(args.adapter_dir) / f"rank{group.rank()}.safetensors", weights)
-    summary = {"rank": group.rank(), "size": group.size(), "steps": result.steps_done,
+    summary = {"rank": group.rank(), "size": group.size(), "ok": True, "steps": result.steps_done,
                "first_loss": result.losses[0][1] if result.losses else None, "final_loss": result.final_loss}
-    if args.save_every_rank:
-        # Also on disk: mlx.launch relays the ranks' stdout, and a line can be lost when a rank exits.
-        from mlx_hooks.atomic_io import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.adapter_dir) / f"rank{group.rank()}.json", json.dumps(summary).encode())
+    # On disk, not only on stdout: mlx.launch relays the ranks' stdout and can lose a line when a rank exits.
+    write_rank_status(Path(args.adapter_dir), group.rank(), summary)
     print(json.dumps(summary), flush=True)
     return summary
+
+
+def rank_status_path(adapter_dir: Path, rank: int) -> Path:
+    return Path(adapter_dir) / f"rank{rank}.json"
+
+
+def write_rank_status(adapter_dir: Path, rank: int, status: dict) -> None:
+    from mlx_hooks.atomic_io import atomic_write_bytes
+
+    atomic_write_bytes(rank_status_path(adapter_dir, rank), json.dumps(status).encode())
+
+
+def rank_failures(adapter_dir: Path, n: int) -> list[str]:
+    """What went wrong on each of ranks 0..n-1, from their status files (empty: all succeeded)."""
+    problems = []
+    for rank in range(n):
+        path = rank_status_path(adapter_dir, rank)
+        try:
+            status = json.loads(path.read_text())
+        except FileNotFoundError:
+            problems.append(f"rank {rank}: never reported (killed, or failed before training started)")
+            continue
+        except (OSError, ValueError) as exc:
+            problems.append(f"rank {rank}: unreadable status {path} ({exc})")
+            continue
+        if not isinstance(status, dict) or status.get("ok") is not True:
+            error = status.get("error") if isinstance(status, dict) else status
+            problems.append(f"rank {rank}: failed: {error}")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +153,26 @@ def main(argv: list[str] | None = None) -> int:
             if a.startswith("--launch="):
                 continue
             rest.append(a)
-        return subprocess.call(launch_command(args.launch, rest), env=os.environ.copy())
-    run_rank(args)
+        adapter_dir = Path(args.adapter_dir)
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        for rank in range(args.launch):  # a stale status from an earlier launch must not count
+            rank_status_path(adapter_dir, rank).unlink(missing_ok=True)
+        code = subprocess.call(launch_command(args.launch, rest), env=os.environ.copy())
+        problems = rank_failures(adapter_dir, args.launch)
+        for line in problems:
+            print(f"distributed: {line}", file=sys.stderr)
+        if code == 0 and problems:
+            code = 1  # mlx.launch said 0, a rank said otherwise
+        return code
+    try:
+        run_rank(args)
+    except BaseException as exc:  # noqa: BLE001 - recorded for the launcher, then re-raised
+        import mlx.core as mx
+
+        rank = mx.distributed.init().rank()
+        write_rank_status(Path(args.adapter_dir), rank,
+                          {"rank": rank, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        raise
     return 0
 
 
