@@ -57,34 +57,72 @@ class _Chunk:
         return array.view(self.dtype) if self.dtype == mx.bfloat16 else array
 
 
+def _own_copy(data, lo: int, hi: int):
+    """Columns ``lo:hi`` of a chunk in memory of their own. A plain slice is a view that keeps the
+    whole original buffer alive (a 4096-position prefill chunk trimmed to 96 positions still held
+    all 4096), so the budget counted bytes that were not the bytes held."""
+    part = data[:, lo:hi]
+    return part.copy() if isinstance(part, np.ndarray) else mx.contiguous(part)
+
+
 class ActivationRecorder:
-    """Collects activations of hook points; read back by point and absolute position."""
+    """Collects activations of hook points; read back by point and absolute position.
+
+    The budget is exact: the bytes held (views included) never exceed it after a :meth:`record`
+    returns — in ``error`` mode the record is refused before anything is kept; in
+    ``drop_oldest`` mode the oldest positions are cut off in one pass and the rest copied out
+    of their old buffers (the copies are evaluated at the next :meth:`settle`)."""
 
     def __init__(self, config: CacheConfig | None = None):
         self.config = config or CacheConfig()
         self._chunks: dict[str, list[_Chunk]] = {}
         self._device_tail: list[_Chunk] = []  # chunks not yet settled to host
+        self._unsettled_copies: list[_Chunk] = []  # device chunks trimmed by a lazy copy, evaluated in settle()
+        self._total = 0  # bytes held, kept in step with every change (record runs once per point per step)
 
     # -- writing (called from hooks, inside the forward) --------------------------
     def record(self, point: str, x: mx.array, start: int) -> None:
-        chunk = _Chunk(start=start, data=x, dtype=x.dtype)  # x: [B, L, D]
         chunks = self._chunks.setdefault(point, [])
         # A re-run over positions already held (e.g. a cache rewound for a new turn)
         # replaces them: history is by position, not by call.
+        replaced = sum(c.nbytes * max(0, c.start + c.length - max(c.start, start)) // max(c.length, 1) for c in chunks
+                       if c.start + c.length > start)
+        budget = self.config.budget_bytes
+        after = self._total - replaced + int(x.nbytes)
+        if budget is not None and after > budget and self.config.on_budget == "error":
+            raise MemoryBudgetError(  # before anything is kept: the cache stays within its budget
+                f"activation cache: {after / 2**20:.1f} MiB captured exceeds the budget of "
+                f"{budget / 2**20:.1f} MiB ({len(self._chunks)} points, up to position {start + x.shape[1] - 1}); "
+                "raise the budget, capture fewer points, or choose on_budget='drop_oldest'"
+            )
         while chunks and chunks[-1].start + chunks[-1].length > start:
             last = chunks[-1]
             if last.start < start:
                 # Trim in place: a chunk still waiting in _device_tail must stay the same object.
-                last.data = last.data[:, : start - last.start]
+                self._replace_data(last, last.start, _own_copy(last.data, 0, start - last.start))
                 break
+            self._total -= last.nbytes
             chunks.pop()
+        chunk = _Chunk(start=start, data=x, dtype=x.dtype)  # x: [B, L, D]
         chunks.append(chunk)
+        self._total += chunk.nbytes
         if self.config.storage == "host":
             self._device_tail.append(chunk)
-        self._enforce_budget()
+        if budget is not None and self._total > budget:
+            self._drop_oldest(budget)
+
+    def _replace_data(self, chunk: _Chunk, start: int, data) -> None:
+        self._total += int(data.nbytes) - chunk.nbytes
+        chunk.start, chunk.data = start, data
+        if isinstance(data, mx.array) and chunk not in self._device_tail:
+            self._unsettled_copies.append(chunk)
 
     def settle(self) -> None:
-        """Move evaluated chunks to host memory (storage ``host``); call between steps."""
+        """Evaluate trimmed copies (so the buffers they replaced are freed) and, with storage ``host``,
+        move evaluated chunks to host memory; call between steps."""
+        if self._unsettled_copies:
+            copies, self._unsettled_copies = self._unsettled_copies, []
+            mx.eval([c.data for c in copies if isinstance(c.data, mx.array)])
         if self.config.storage != "host" or not self._device_tail:
             return
         pending, self._device_tail = self._device_tail, []
@@ -96,34 +134,39 @@ class ActivationRecorder:
     # -- budget --------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        return sum(c.nbytes for chunks in self._chunks.values() for c in chunks)
+        """Bytes held: every kept chunk owns its memory (trims are copies), so this is what the cache holds."""
+        return self._total
 
-    def _enforce_budget(self) -> None:
-        budget = self.config.budget_bytes
-        if budget is None:
-            return
-        total = self.nbytes
-        if total <= budget:
-            return
-        if self.config.on_budget == "error":
+    def _bytes_from(self, cutoff: int) -> int:
+        """Bytes held at positions >= ``cutoff``."""
+        total = 0
+        for chunks in self._chunks.values():
+            for c in chunks:
+                kept = c.start + c.length - max(c.start, cutoff)
+                if kept > 0:
+                    total += c.nbytes * kept // c.length
+        return total
+
+    def _drop_oldest(self, budget: int) -> None:
+        # The earliest cutoff position whose remainder fits, by bisection, then one trim per chunk
+        # (dropping one position at a time re-sliced a long prefill chunk thousands of times).
+        low, high = self.start, self.end - 1  # keeping at least the newest position
+        if self._bytes_from(high) > budget:
             raise MemoryBudgetError(
-                f"activation cache: {total / 2**20:.1f} MiB captured exceeds the budget of "
-                f"{budget / 2**20:.1f} MiB ({len(self._chunks)} points, up to position {self.end - 1}); "
-                "raise the budget, capture fewer points, or choose on_budget='drop_oldest'"
-            )
-        # drop_oldest: forget the earliest positions of every point, one position at a time
-        # across points, until the total fits.
-        while total > budget:
-            oldest = min(c[0].start for c in self._chunks.values() if c)
-            for chunks in self._chunks.values():
-                if chunks and chunks[0].start == oldest:
-                    head = chunks[0]
-                    total -= head.nbytes
-                    if head.length == 1:
-                        chunks.pop(0)
-                    else:  # in place, as in record()
-                        head.start, head.data = head.start + 1, head.data[:, 1:]
-                        total += head.nbytes
+                f"activation cache: the budget of {budget} bytes is smaller than one position of the "
+                f"{len(self.points)} captured points ({self._bytes_from(high)} bytes); raise it or capture fewer points")
+        while low < high:
+            middle = (low + high) // 2
+            if self._bytes_from(middle) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+        for chunks in self._chunks.values():
+            while chunks and chunks[0].start + chunks[0].length <= low:
+                self._total -= chunks.pop(0).nbytes
+            if chunks and chunks[0].start < low:
+                head = chunks[0]
+                self._replace_data(head, low, _own_copy(head.data, low - head.start, head.length))
 
     # -- reading ---------------------------------------------------------------------
     @property
@@ -165,6 +208,8 @@ class ActivationRecorder:
     def clear(self) -> None:
         self._chunks.clear()
         self._device_tail.clear()
+        self._unsettled_copies.clear()
+        self._total = 0
 
 
 def estimate_capture_bytes(n_points: int, n_positions: int, d_model: int, dtype: mx.Dtype, batch: int = 1) -> int:

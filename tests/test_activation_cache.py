@@ -202,3 +202,44 @@ def test_rewind_with_host_storage_keeps_the_kept_prefix_on_host():
 def test_estimate_capture_bytes():
     assert estimate_capture_bytes(3, 100, 64, mx.float32) == 3 * 100 * 64 * 4
     assert estimate_capture_bytes(2, 10, 8, mx.bfloat16, batch=4) == 2 * 10 * 8 * 2 * 4
+
+
+@pytest.mark.parametrize("storage", ["device", "host"])
+def test_the_budget_holds_for_the_memory_actually_held(storage):
+    """A slice is a view: a 4096-position prefill trimmed to fit used to keep the whole 16 MiB chunk
+    alive while the cache counted 1 MiB. Trimmed chunks are copies now: measured, not just counted."""
+    import gc
+
+    budget = 2**20
+    rec = ActivationRecorder(CacheConfig(storage=storage, budget_bytes=budget, on_budget="drop_oldest"))
+    gc.collect()
+    mx.clear_cache()
+    before = mx.get_active_memory()
+    prefill = mx.random.normal((1, 4096, 1024))  # 16 MiB
+    mx.eval(prefill)
+    rec.record("a", prefill, 0)
+    del prefill
+    rec.settle()
+    gc.collect()
+    assert rec.nbytes <= budget and rec.positions("a").tolist() == list(range(4096 - 256, 4096))
+    held_device = mx.get_active_memory() - before
+    if storage == "device":
+        assert held_device <= budget + 4096, held_device  # was 16 MiB
+    else:
+        assert held_device <= 4096, held_device
+        chunk = rec._chunks["a"][0].data
+        assert chunk.base is None or chunk.base.nbytes <= budget  # owns its memory, not a view of 16 MiB
+
+
+def test_a_refused_record_keeps_nothing():
+    rec = ActivationRecorder(CacheConfig(budget_bytes=4 * D * 4, on_budget="error"))
+    rec.record("a", _chunk(0, 3), 0)
+    with pytest.raises(MemoryBudgetError):
+        rec.record("a", _chunk(3, 2), 3)
+    assert rec.positions("a").tolist() == [0, 1, 2] and rec.nbytes == 3 * D * 4
+
+
+def test_a_budget_below_one_position_is_refused_by_name():
+    rec = ActivationRecorder(CacheConfig(budget_bytes=D * 4 - 1, on_budget="drop_oldest"))
+    with pytest.raises(MemoryBudgetError, match="smaller than one position"):
+        rec.record("a", _chunk(0, 3), 0)
