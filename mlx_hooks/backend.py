@@ -1,7 +1,8 @@
 """Which MLX backend and which BLAS this process uses, and how to get a fast one.
 
 MLX's Linux CPU wheel bundles the netlib *reference* BLAS; an optimized BLAS
-(OpenBLAS) loaded ahead of it makes float32 matmuls ~57x faster (shared/NOTES.md).
+(OpenBLAS) loaded ahead of it makes float32 matmuls many times faster (a 1024×1024
+matmul on this project's busy 2-core Linux machine: 1026 ms reference, 73 ms OpenBLAS).
 A shared library cannot be swapped once loaded, so launchers re-execute the
 interpreter with ``LD_PRELOAD`` set before MLX is imported
 (:func:`reexec_with_fast_blas`). On macOS MLX uses Accelerate and nothing is needed.

@@ -35,8 +35,8 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
 
-# MLX's Linux CPU wheel bundles the netlib reference BLAS (57x slower matmul than
-# OpenBLAS, shared/NOTES.md); install OpenBLAS where we are allowed to.
+# MLX's Linux CPU wheel bundles the netlib reference BLAS (a 1024x1024 float32 matmul: 1026 ms,
+# against 73 ms with OpenBLAS on 2 cores); install OpenBLAS where we are allowed to.
 if [ "$(uname -s)" = "Linux" ] && [ ! -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ] \
    && [ ! -e /usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3 ] && command -v apt-get >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ]; then

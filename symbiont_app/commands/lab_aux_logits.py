@@ -1,4 +1,4 @@
-"""`symbiont lab aux-logits`: the auxiliary-logit subliminal-learning experiment (PROTOCOLS.md §1).
+"""`symbiont lab aux-logits`: the auxiliary-logit subliminal-learning experiment.
 
     symbiont lab aux-logits                       5 seeds, m = 1,2,3,5,10,50, scikit-learn's digits
     symbiont lab aux-logits --seeds 10 --aux 3    more seeds, the headline m only

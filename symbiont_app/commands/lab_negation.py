@@ -1,4 +1,4 @@
-"""`symbiont lab negation`: the learning-through-negation experiments (PROTOCOLS.md §2).
+"""`symbiont lab negation`: the learning-through-negation experiments.
 
     symbiont lab negation                                  everything, published sizes (20 seeds; 10 for representation)
     symbiont lab negation --seeds 4 --steps 400            a smaller version

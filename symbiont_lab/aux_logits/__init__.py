@@ -1,4 +1,4 @@
-"""The auxiliary-logit ("MNIST") subliminal-learning experiment, reproduced in MLX (PROTOCOLS.md §1).
+"""The auxiliary-logit ("MNIST") subliminal-learning experiment, reproduced in MLX.
 
 - :mod:`.data` — scikit-learn's 8×8 digits or MNIST IDX files, pixels in [−1, 1].
 - :mod:`.model` — the MLP, many (role, seed) copies stacked as one model.

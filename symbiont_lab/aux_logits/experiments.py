@@ -1,4 +1,4 @@
-"""The auxiliary-logit experiment for one m and a chunk of seeds (PROTOCOLS.md §1).
+"""The auxiliary-logit experiment for one m and a chunk of seeds.
 
 Per seed, four networks of the same shape (D-256-256-(10 + m)):
 

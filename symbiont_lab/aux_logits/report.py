@@ -28,7 +28,7 @@ from .experiments import MAIN_AUX, ROLES, STUDENTS, AuxConfig
 
 PUBLISHED_MAIN = {"teacher": (94.3, None), "same_init": (53.7, 2.2), "different_init": (10.0, None),
                   "all_logits": (91.2, None)}
-"""m = 3, PROTOCOLS.md §1 (an independent rerun of the published MNIST experiment)."""
+"""m = 3: the published MNIST figures (an independent rerun of the published experiment)."""
 PUBLISHED_SWEEP = {1: 10.0, 2: 35.0, 3: 53.7, 5: 70.0, 10: 84.0, 50: 92.0}
 """Same-init student accuracy by number of auxiliary logits m (approximate, read off the published figure)."""
 ROLE_TITLES = {"teacher": "teacher", "same_init": "student, same init", "different_init": "student, different init (control)",
@@ -105,8 +105,8 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
     lines = ["# Auxiliary-logit (subliminal) transfer in an MLP", "",
              "A teacher MLP is trained on the 10 class logits of digits; students are trained only to match the "
              "teacher's extra *auxiliary* logits on uniform noise images — they never see a digit or a class "
-             "logit. Accuracy (%) on held-out test digits, mean ± sd over seeds. Published figures: PROTOCOLS.md §1 "
-             "(MNIST).", ""]
+             "logit. Accuracy (%) on held-out test digits, mean ± sd over seeds. Published figures: the "
+             "paper's MNIST runs.", ""]
     main = by_m.get(MAIN_AUX)
     if main:
         n = main["teacher"]["n"]

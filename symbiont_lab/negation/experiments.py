@@ -44,7 +44,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class NegationConfig:
-    """What to run. Defaults are the published sizes and settings (PROTOCOLS.md §2)."""
+    """What to run. Defaults are the published sizes and settings."""
 
     seeds: int = 20
     """Seeds of the sorted-task and collapse experiments."""

@@ -1,4 +1,4 @@
-"""Tables and verdicts: our numbers beside the published ones (PROTOCOLS.md §2).
+"""Tables and verdicts: our numbers beside the published ones (``PUBLISHED_*`` below).
 
 :func:`summarize` turns per-seed results into means, sample standard deviations and
 paired differences (seeds share initial weights and data across the compared arms, so
