@@ -23,7 +23,9 @@ interrupted and can take minutes)."""
 def build_window(model_spec: str | None = "default", worker_factory=None, panels=None):
     """The main window, its engine thread started and ``model_spec`` loading (None: load nothing)."""
     from .widgets.main_window import MainWindow
+    from .widgets.theme import apply_theme
 
+    apply_theme()  # plots take the palette's colours (light or dark) before any is made
     return MainWindow(model_spec, worker_factory=worker_factory, panels=panels)
 
 

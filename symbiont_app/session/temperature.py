@@ -8,7 +8,7 @@ the top tokens at any setting (tempering and the filters never reorder tokens).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,17 @@ class TemperatureView(Observable):
         if min_p is not None:
             self.min_p = float(min_p)
         self.recompute()
+
+    def apply_to_chat(self, settings) -> None:
+        """Make the what-if settings the chat's sampling settings (its top-k and max tokens stay).
+
+        ``settings`` is the session's :class:`~.settings.Settings`; it notifies ``sampling``
+        (the chat's controls take the new values) and ``settings`` (saved soon).
+        """
+        top_p = 0.0 if self.top_p >= 1.0 else self.top_p  # 1.0 keeps every token: the chat's "off"
+        settings.data.sampling = replace(settings.data.sampling, temp=self.temp, top_p=top_p, min_p=self.min_p)
+        settings.notify("sampling")
+        settings.changed()
 
     # -- the per-token curves ---------------------------------------------------------------------
     def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

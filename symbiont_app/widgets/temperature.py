@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
+from .theme import series_colour
 from .throttle import Coalescer
 
 
@@ -17,18 +18,39 @@ class TemperaturePanel(QWidget):
         self.view = session.temperature
         self.conversation = session.conversation
         # The curves and bars are created once; updates only call setData / setOpts.
-        self.series_plot = pg.PlotWidget(title="per token: entropy (bits) and chosen-token probability")
-        self.series_plot.addLegend(offset=(5, 5))
-        self.series_plot.setLabel("bottom", "position")
-        self.entropy_curve = self.series_plot.plot([], [], pen=pg.mkPen("#d62728", width=2), name="entropy (bits)")
-        self.prob_curve = self.series_plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), name="p(chosen)")
-        self.selected_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.DashLine))
-        self.series_plot.addItem(self.selected_line)
-        self.bars_plot = pg.PlotWidget(title="next-token distribution at the chosen settings")
+        # Entropy (bits, unbounded) and p(chosen) (0..1) on separate plots with a shared
+        # position axis: on one axis the probability was flattened against the bits.
+        self.entropy_plot = pg.PlotWidget(title="entropy of each next-token distribution (temperature 1)")
+        self.entropy_plot.setLabel("left", "entropy", units="bits")
+        self.entropy_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.entropy_plot.showGrid(y=True, alpha=0.25)
+        self.entropy_curve = self.entropy_plot.plot([], [], pen=pg.mkPen(series_colour(1), width=2), name="entropy (bits)")
+        self.prob_plot = pg.PlotWidget(title="probability of the token that was chosen")
+        self.prob_plot.setLabel("left", "p(chosen)")
+        self.prob_plot.setLabel("bottom", "token position in the conversation")
+        self.prob_plot.setYRange(0, 1, padding=0.02)
+        self.prob_plot.getViewBox().setLimits(yMin=-0.05, yMax=1.05)
+        self.prob_plot.showGrid(y=True, alpha=0.25)
+        self.prob_plot.setXLink(self.entropy_plot)
+        for plot in (self.entropy_plot, self.prob_plot):
+            plot.getAxis("bottom").enableAutoSIPrefix(False)  # positions are whole tokens, never "×0.001"
+        self.prob_plot.setXRange(0, 16)  # until the first reply: a plausible token range, not -400..400
+        self.prob_curve = self.prob_plot.plot([], [], pen=pg.mkPen(series_colour(0), width=2), name="p(chosen)")
+        self.selected_lines = []
+        for plot in (self.entropy_plot, self.prob_plot):
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.DashLine))
+            line.hide()
+            plot.addItem(line)
+            self.selected_lines.append(line)
+        self.bars_plot = pg.PlotWidget(title="next-token distribution at the focused position")
         self.bars_plot.setLabel("left", "probability")
+        self.bars_plot.setLabel("bottom", "candidate next token (most likely first; · is a space)")
         self.bars_plot.setYRange(0, 1)
-        self.bars = pg.BarGraphItem(x=np.arange(0), height=np.zeros(0), width=0.4, brush="#2ca02c", name="now")
-        self.raw_bars = pg.BarGraphItem(x=np.arange(0), height=np.zeros(0), width=0.4, brush="#bbbbbb", name="T=1")
+        self.bars_plot.addLegend(offset=(-5, 5))
+        self.bars = pg.BarGraphItem(x=np.arange(0), height=np.zeros(0), width=0.4, brush=series_colour(2),
+                                    name="these settings")
+        self.raw_bars = pg.BarGraphItem(x=np.arange(0), height=np.zeros(0), width=0.4, brush="#9a9a9a",
+                                        name="temperature 1, no filters")
         self.bars_plot.addItem(self.raw_bars)
         self.bars_plot.addItem(self.bars)
         self.temp = _slider(0, 300, int(round(self.view.temp * 100)))
@@ -37,6 +59,11 @@ class TemperaturePanel(QWidget):
         self.temp_label, self.top_p_label, self.min_p_label = QLabel(), QLabel(), QLabel()
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
+        self.apply_button = QPushButton("Apply these settings to the chat")
+        self.apply_button.setToolTip("The chat samples its next replies at this temperature, top-p and min-p "
+                                     "(its top-k and max tokens stay)")
+        self.apply_button.clicked.connect(self.apply_to_chat)
+        self.session = session
         for slider in (self.temp, self.top_p, self.min_p):
             slider.valueChanged.connect(self._sliders_moved)
         grid = QGridLayout()
@@ -50,8 +77,12 @@ class TemperaturePanel(QWidget):
         right.addWidget(self.bars_plot, 1)
         right.addLayout(grid)
         right.addWidget(self.summary)
+        right.addWidget(self.apply_button)
+        left = QVBoxLayout()
+        left.addWidget(self.entropy_plot, 1)
+        left.addWidget(self.prob_plot, 1)
         layout = QHBoxLayout(self)
-        layout.addWidget(self.series_plot, 1)
+        layout.addLayout(left, 1)
         layout.addLayout(right, 1)
         # While tokens stream, redraw at most ~8 times a second (see widgets/throttle.py).
         self.series_redraw = Coalescer(self._redraw_series, 120, self, spaced=True)
@@ -65,6 +96,9 @@ class TemperaturePanel(QWidget):
         self._update_labels()
         self.view.set_params(self.temp.value() / 100, self.top_p.value() / 100, self.min_p.value() / 100)
         self.distribution_redraw.flush()  # the user moved a slider: redraw now, not on the next tick
+
+    def apply_to_chat(self) -> None:
+        self.view.apply_to_chat(self.session.settings)
 
     def _update_labels(self) -> None:
         self.temp_label.setText(f"{self.temp.value() / 100:.2f}" + (" (greedy)" if self.temp.value() == 0 else ""))
@@ -93,12 +127,16 @@ class TemperaturePanel(QWidget):
             self.bars.setOpts(x=np.arange(0), height=np.zeros(0))
             self.raw_bars.setOpts(x=np.arange(0), height=np.zeros(0))
             self.summary.setText(self.view.missing or "")
+            for line in self.selected_lines:
+                line.hide()
             return
         x = np.arange(len(d.labels), dtype=np.float64)
         self.raw_bars.setOpts(x=x - 0.2, height=d.raw_probs)
         self.bars.setOpts(x=x + 0.2, height=d.probs)
         self.bars_plot.getAxis("bottom").setTicks([[(i, _short(t)) for i, t in enumerate(d.labels)]])
-        self.selected_line.setValue(d.position)
+        for line in self.selected_lines:
+            line.setValue(d.position)
+            line.show()
         self.summary.setText(
             f"position {d.position}: entropy {d.entropy:.2f} bits at these settings → effective number of "
             f"choices 2^H = {d.effective_choices:.1f}; {d.kept} tokens left after the filters "

@@ -1,0 +1,99 @@
+"""Research-grade plots: one theme for Qt and pyqtgraph that follows light/dark, labelled axes,
+the temperature view's separate entropy / probability axes and its "apply to the chat"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QColor, QImage
+
+pytestmark = pytest.mark.gui
+
+
+def _pixel(widget, x_frac=0.5, y_frac=0.5) -> QColor:
+    image: QImage = widget.grab().toImage()
+    return image.pixelColor(int(image.width() * x_frac), int(image.height() * y_frac))
+
+
+def test_plots_follow_the_palette_light_and_dark(qtbot):
+    import pyqtgraph as pg
+    from PySide6.QtWidgets import QApplication
+
+    from symbiont_app.widgets import theme
+
+    app = QApplication.instance()
+    theme.set_scheme(app, "light")
+    plot = pg.PlotWidget(title="t")
+    plot.setLabel("left", "entropy", units="bits")
+    qtbot.addWidget(plot)
+    plot.resize(300, 200)
+    plot.show()
+    assert _pixel(plot, 0.6, 0.4).lightness() > 200  # a light window gets a light plot, not a black one
+    try:
+        theme.set_scheme(app, "dark")  # an existing plot is re-coloured with the palette
+        assert theme.is_dark(app.palette())
+        assert _pixel(plot, 0.6, 0.4).lightness() < 60
+        axis = plot.getPlotItem().getAxis("left")
+        assert axis.textPen().color().lightness() > 180 and "bits" in axis.labelString()
+        later = pg.PlotWidget()  # and plots made later start dark
+        qtbot.addWidget(later)
+        later.resize(200, 150)
+        assert _pixel(later, 0.6, 0.4).lightness() < 60
+    finally:
+        theme.set_scheme(app, "light")
+    assert _pixel(plot, 0.6, 0.4).lightness() > 200
+    with pytest.raises(ValueError, match="colour scheme 'sepia'"):
+        theme.set_scheme(app, "sepia")
+
+
+def test_temperature_view_separate_axes_and_apply_to_chat(qtbot, tmp_path):
+    from symbiont_app.session.session import AppSession
+    from symbiont_app.session.settings import Settings
+    from symbiont_app.widgets.temperature import TemperaturePanel
+
+    class Engine:
+        def new_id(self):
+            return 1
+
+    settings = Settings(path=tmp_path / "settings.json")
+    settings.data.sampling.top_k = 7
+    session = AppSession(Engine(), settings)
+    panel = TemperaturePanel(session)
+    qtbot.addWidget(panel)
+    assert panel.entropy_plot is not panel.prob_plot  # bits and probability each on their own axis
+    assert "bits" in panel.entropy_plot.getPlotItem().getAxis("left").labelString()
+    assert "p(chosen)" in panel.prob_plot.getPlotItem().getAxis("left").labelString()
+    assert "token position" in panel.prob_plot.getPlotItem().getAxis("bottom").labelString()
+    low, high = panel.prob_plot.getViewBox().viewRange()[0]
+    assert low >= -1 and high <= 20  # an empty plot reads as tokens, not "position (x0.001)" over -400..400
+    seen = []
+    settings.subscribe(seen.append)
+    panel.temp.setValue(35)
+    panel.top_p.setValue(90)
+    panel.min_p.setValue(5)
+    panel.apply_button.click()
+    sampling = settings.data.sampling
+    assert (sampling.temp, sampling.top_p, sampling.min_p, sampling.top_k) == (0.35, 0.9, 0.05, 7)
+    assert "sampling" in seen and "settings" in seen
+    panel.top_p.setValue(100)  # the view's 1.0 keeps every token: the chat's "off" is 0
+    panel.apply_button.click()
+    assert settings.data.sampling.top_p == 0.0
+
+
+def test_apply_to_chat_sets_the_chat_controls(qtbot, tmp_path, monkeypatch):
+    """In the window: the what-if view's settings land in the chat's spin boxes, and the next send uses them."""
+    monkeypatch.setenv("SYMBIONT_CONFIG_DIR", str(tmp_path / "config"))
+    from test_app_widgets import FakeEngine
+
+    from symbiont_app.gui import build_window
+    from symbiont_app.widgets.panels import PANELS
+
+    window = build_window("fake-model", worker_factory=FakeEngine, panels=[p for p in PANELS if p.name == "temperature"])
+    qtbot.addWidget(window)
+    panel = window.panels["temperature"]
+    panel.temp.setValue(140)
+    panel.min_p.setValue(10)
+    panel.apply_to_chat()
+    assert window.chat.temp.value() == pytest.approx(1.4) and window.chat.min_p.value() == pytest.approx(0.1)
+    assert window.chat.sampling_prefs().temp == pytest.approx(1.4)
+    window.close()
