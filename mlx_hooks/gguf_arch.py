@@ -53,6 +53,13 @@ class Metadata:
             raise GGUFError(f"{self.path}: {self.arch}.{key} holds {what}; a single number is supported")
         return kind(value)
 
+    def positive(self, key: str, default: Any = _MISSING, kind: type = int) -> Any:
+        """:meth:`number`, refused unless finite and above 0 (a head count of 0 divided by zero later)."""
+        value = self.number(key, default, kind)
+        if not (math.isfinite(value) and value > 0):
+            raise GGUFError(f"{self.path}: {self.arch}.{key} is {value}; it must be a number above 0")
+        return value
+
     def refuse(self, reason: str) -> GGUFError:
         return GGUFError(f"{self.path}: {reason}")
 
@@ -273,28 +280,39 @@ def hf_config(meta: Metadata, tensors: dict) -> tuple[Family, dict]:
     family = family_for(meta)
     if meta.number("expert_count", 0):
         raise meta.refuse(f"mixture-of-experts models ({meta.arch}.expert_count) are not supported")
-    n_layers, hidden = meta.number("block_count"), meta.number("embedding_length")
+    n_layers, hidden = meta.positive("block_count"), meta.positive("embedding_length")
     check_tensor_names(meta, family, tensors, n_layers)
-    heads = meta.number("attention.head_count")
-    head_dim = meta.number("attention.key_length", hidden // heads)
+    embed = tensors["token_embd.weight"]
+    if int(embed.shape[0]) != hidden:  # GGUF lists dims innermost first; checked before anything derives from it
+        raise meta.refuse(f"token_embd.weight is {int(embed.shape[0])} wide, but {meta.arch}.embedding_length says "
+                          f"{hidden}")
+    heads = meta.positive("attention.head_count")
+    kv_heads = meta.positive("attention.head_count_kv", heads)
+    if heads % kv_heads:
+        raise meta.refuse(f"{meta.arch}.attention.head_count {heads} is not a multiple of head_count_kv {kv_heads}")
+    if meta.get(f"{meta.arch}.attention.key_length", None) is None and hidden % heads:
+        raise meta.refuse(f"{meta.arch}.embedding_length {hidden} does not divide into {heads} heads "
+                          "(and attention.key_length is not given)")
+    head_dim = meta.positive("attention.key_length", hidden // heads)
     if meta.number("attention.value_length", head_dim) != head_dim:
         raise meta.refuse("different key and value head widths are not supported")
-    embed = tensors["token_embd.weight"]
-    if int(embed.shape[0]) != hidden:  # GGUF lists dims innermost first
-        raise meta.refuse(f"token_embd.weight is {int(embed.shape[0])} wide, embedding_length says {hidden}")
+    q_rows = int(tensors["blk.0.attn_q.weight"].shape[1]) if "blk.0.attn_q.weight" in tensors else heads * head_dim
+    if q_rows != heads * head_dim:
+        raise meta.refuse(f"blk.0.attn_q.weight has {q_rows} rows, but {heads} heads of {head_dim} make "
+                          f"{heads * head_dim} ({meta.arch}.attention.head_count or key_length is wrong)")
     config: dict[str, Any] = {
         "architectures": [family.hf_class],
         "model_type": family.model_type,
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
-        "intermediate_size": meta.number("feed_forward_length"),
+        "intermediate_size": meta.positive("feed_forward_length"),
         "num_attention_heads": heads,
-        "num_key_value_heads": meta.number("attention.head_count_kv", heads),
+        "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
         "vocab_size": int(embed.shape[1]),
-        "max_position_embeddings": meta.number("context_length", 2048),
-        "rms_norm_eps": meta.number("attention.layer_norm_rms_epsilon", 1e-5, float),
-        "rope_theta": meta.number("rope.freq_base", 10000.0, float),
+        "max_position_embeddings": meta.positive("context_length", 2048),
+        "rms_norm_eps": meta.positive("attention.layer_norm_rms_epsilon", 1e-5, float),
+        "rope_theta": meta.positive("rope.freq_base", 10000.0, float),
         "tie_word_embeddings": "output.weight" not in tensors,
     }
     rope_dim = meta.number("rope.dimension_count", head_dim)

@@ -26,9 +26,10 @@ from . import gguf_tokenizer
 from .errors import GGUFError, ModelLoadError
 from .gguf_arch import SUPPORTED_ARCHITECTURES, Family, Metadata, hf_config  # noqa: F401 - re-exported
 from .gguf_cache import (  # noqa: F401 - content_digest, converted_dir_for, default_cache_dir: public here too
-    SOURCE_RECORD, content_digest, converted_dir_for, default_cache_dir, move_into_place, read_record, same_source,
-    source_record,
+    OWNER_FILE, SOURCE_RECORD, claim_partial, content_digest, converted_dir_for, default_cache_dir, move_into_place,
+    read_record, remove_stale_partials, same_source, source_record,
 )
+from .gguf_header import check_gguf_header
 from .gguf_tensors import PLANS, QUANTIZED_TENSOR_TYPES, SUPPORTED_TENSOR_TYPES, ShardWriter, convert_tensor
 from .gguf_tokenizer import SUPPORTED_TOKENIZER_MODELS  # noqa: F401 - re-exported
 
@@ -90,6 +91,7 @@ def _inspect(path: Path) -> tuple[GGUFInfo, Family, Metadata]:
 
     if not path.is_file():
         raise GGUFError(f"{path}: {'not a file' if path.exists() else 'file not found'}")
+    check_gguf_header(path)  # every count and length against the file size, before gguf-py trusts them
     try:
         reader = gguf.GGUFReader(path)  # memory-mapped: reads the header only
     except Exception as e:  # ValueError, IndexError, ... depending on where it breaks
@@ -222,11 +224,17 @@ def convert_gguf(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     source = {**source, "source": os.path.realpath(path)}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir.parent)  # conversions killed mid-way (their owner's lock is gone)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    owner = claim_partial(tmp)
     try:
         _write_folder(info, family, meta, tmp, source)
+        (tmp / OWNER_FILE).unlink(missing_ok=True)
         move_into_place(tmp, out_dir, source)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if owner is not None:
+            os.close(owner)
     return out_dir

@@ -208,9 +208,13 @@ def cmd_models(args) -> int:
             print(f"default\t{loader.DEFAULT_MODEL_NAME}\t{loader.default_model_path()}")
         except Exception as exc:  # noqa: BLE001
             print(f"default\t(not installed: {exc})")
+        from mlx_hooks.gguf_cache import read_record
+
         converted = default_cache_dir() / "models" / "gguf"
         for folder in sorted(converted.glob("*")) if converted.is_dir() else []:
-            print(f"gguf\t{folder.name}\t{folder}")
+            # hidden: conversions in progress or killed mid-way; no source record: not a finished conversion
+            if folder.is_dir() and not folder.name.startswith(".") and read_record(folder) is not None:
+                print(f"gguf\t{folder.name}\t{folder}")
         try:
             from huggingface_hub import scan_cache_dir
 
