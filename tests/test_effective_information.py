@@ -82,17 +82,41 @@ def test_pooling_bootstrap_and_the_shuffled_states_control():
     per_prompt, outputs = one_hot_outputs(choices)
     assert per_prompt.shape == (n_prompts, states, states) and outputs == list(range(states))
     assert np.allclose(pooled_tpm(per_prompt).sum(1), 1)
-    est = bootstrap_ei(per_prompt, n_boot=300, seed=1)
+    est = bootstrap_ei(per_prompt, n_boot=300, seed=1, pooling="pooled")
     assert 2.4 < est.value.ei_bits < 3.0
     low, high = est.intervals["ei_bits"]
     assert low <= est.value.ei_bits <= high and high - low > 0
-    shuffled = bootstrap_ei(shuffle_states(per_prompt, seed=2), n_boot=300, seed=1)
+    shuffled = bootstrap_ei(shuffle_states(per_prompt, seed=2), n_boot=300, seed=1, pooling="pooled")
     assert shuffled.intervals["ei_bits"][1] < 1.0 < low  # the states' consistent effect is gone
+    # conditional: each prompt's own TPM — 7 distinct outputs of 8 states (2.75 bits), or 8 (3 bits) where
+    # the confused state was 0 anyway — and unchanged by the shuffle
+    want = np.mean([3.0 if len(set(row)) == 8 else 2.75 for row in choices])
+    conditional = bootstrap_ei(per_prompt, n_boot=300, seed=1)
+    assert conditional.value.ei_bits == pytest.approx(want) and conditional.pooling == "conditional"
+    assert 2.75 < want < 3.0 and bootstrap_ei(shuffle_states(per_prompt), n_boot=0).value.ei_bits == pytest.approx(want)
     # the same prompts under an intervention that does nothing: 0 bits whatever the prompts do
     inert, _ = one_hot_outputs(np.tile(rng.integers(0, 5, n_prompts)[:, None], (1, states)))
-    assert bootstrap_ei(inert, n_boot=50).value.ei_bits == pytest.approx(0.0, abs=1e-12)
-    diff = paired_difference(per_prompt, inert, n_boot=300)
+    for pooling in ("pooled", "conditional"):
+        assert bootstrap_ei(inert, n_boot=50, pooling=pooling).value.ei_bits == pytest.approx(0.0, abs=1e-12)
+    diff = paired_difference(per_prompt, inert, n_boot=300, pooling="pooled")
     assert diff["diff"] == pytest.approx(est.value.ei_bits) and diff["low"] > 2.0
+
+
+def test_basic_intervals_correct_the_upward_bias_of_resampled_pooled_ei():
+    """Outputs unrelated to the states (true EI 0): resampled prompts repeat, so the pooled plug-in EI
+    goes up; the percentile interval sits above the estimate, the basic one is reflected below it,
+    towards the true value. The conditional EI is a mean over prompts: no such shift."""
+    rng = np.random.default_rng(5)
+    noise, _ = one_hot_outputs(rng.integers(0, 40, size=(40, 8)))
+    point = bootstrap_ei(noise, n_boot=0, pooling="pooled").value.ei_bits
+    percentile = bootstrap_ei(noise, n_boot=400, pooling="pooled", interval="percentile").intervals["ei_bits"]
+    basic = bootstrap_ei(noise, n_boot=400, pooling="pooled").intervals["ei_bits"]
+    assert basic[1] == pytest.approx(2 * point - percentile[0]) and basic[0] == pytest.approx(2 * point - percentile[1])
+    assert 0 <= basic[0] < basic[1] < point < percentile[0]
+    conditional = bootstrap_ei(noise, n_boot=400)
+    assert conditional.intervals["ei_bits"][0] < conditional.value.ei_bits < conditional.intervals["ei_bits"][1]
+    with pytest.raises(EffectiveInformationError, match="pooling 'mean'"):
+        bootstrap_ei(noise, pooling="mean")
 
 
 def test_state_table_enumerates_every_combination_once():
