@@ -172,6 +172,13 @@ def apply_runtime_dtype(model: nn.Module, runtime_dtype: str) -> None:
         return
     from mlx_lm.utils import dequantize_model
 
+    # mx.dequantize returns the scales' dtype: with GGUF's float16 scales every weight would
+    # be rounded through float16 on its way to float32. Widen the scales first (exact).
+    for _, module in model.named_modules():
+        for name in ("scales", "biases"):
+            value = module.get(name) if isinstance(module, dict) else None
+            if isinstance(value, mx.array) and value.dtype != mx.float32:
+                module[name] = value.astype(mx.float32)
     dequantize_model(model)
     model.set_dtype(getattr(mx, runtime_dtype))
 

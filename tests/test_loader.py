@@ -142,3 +142,26 @@ def test_never_runs_code_from_a_model_folder(tmp_path, tiny_folder):
     except ModelLoadError:
         pass  # refusing is fine too; running the code is not
     assert not marker.exists()
+
+
+def test_float32_run_time_weights_are_dequantized_exactly_from_float16_scales():
+    """GGUF's scales are float16; dequantizing in their dtype would round every weight through float16."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+    from conftest import make_tiny_llama
+
+    from mlx_hooks.loader import apply_runtime_dtype
+
+    model = make_tiny_llama()
+    nn.quantize(model, group_size=32, bits=4)
+    model.set_dtype(mx.float16)  # scales and biases as a GGUF file stores them
+    proj = model.model.layers[0].mlp.down_proj
+    w, s, b = proj.weight, proj.scales.astype(mx.float32), proj.biases.astype(mx.float32)
+    exact = np.array(mx.dequantize(w, s, b, group_size=32, bits=4))
+    apply_runtime_dtype(model, "float32")
+    got = model.model.layers[0].mlp.down_proj.weight
+    assert got.dtype == mx.float32
+    assert np.array_equal(np.array(got), exact)
+    rounded = np.array(mx.dequantize(w, s.astype(mx.float16), b.astype(mx.float16), group_size=32, bits=4))
+    assert not np.array_equal(rounded.astype(np.float32), exact)  # the float16 path really differs
