@@ -60,7 +60,7 @@ class Architecture:
     gguf_name: str = ""
     """llama.cpp's name for the family (``general.architecture`` in GGUF files and control vectors)."""
     default_context: int | None = None
-    """Context length when mlx-lm's ModelArgs does not keep it (its Gemma 2 and Mixtral args drop it)."""
+    """Context length when mlx-lm's ModelArgs does not keep it (its Gemma, Gemma 2 and Mixtral args drop it)."""
 
 
 _GEMMA_POST_NORMS = dict(attn_out_attr="post_attention_layernorm", mlp_out_attr="post_feedforward_layernorm")
@@ -70,7 +70,8 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("qwen2", ("qwen2",), gguf_name="qwen2"),
     Architecture("qwen3", ("qwen3",), gguf_name="qwen3"),
     Architecture("phi3", ("phi3",), gguf_name="phi3"),
-    Architecture("gemma", ("gemma",), embed_scale="sqrt_d", gguf_name="gemma"),
+    # Gemma (1)'s published context is 8192 tokens; mlx-lm's gemma ModelArgs has no field for it.
+    Architecture("gemma", ("gemma",), embed_scale="sqrt_d", gguf_name="gemma", default_context=8192),
     # Gemma 2's published context is 8192 tokens; mlx-lm's gemma2 ModelArgs has no field for it.
     Architecture("gemma2", ("gemma2",), embed_scale="sqrt_d", gguf_name="gemma2", final_softcap_key="final_logit_softcapping",
                  default_context=8192, **_GEMMA_POST_NORMS),
@@ -203,8 +204,13 @@ def dims_from_config(config: dict) -> ModelDims:
     """Widths from a ``config.json`` dict, before any weight is read."""
     from mlx_lm.utils import _get_classes
 
+    from .config_check import config_problems
+
     model_type = str(config.get("model_type"))
     architecture_for(model_type)  # refuses an unsupported family by name
+    problems = config_problems(config)
+    if problems:
+        raise HookPointError("; ".join(problems))
     try:
         _, args_cls = _get_classes(dict(config))
         args = args_cls.from_dict(dict(config))

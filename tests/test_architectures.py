@@ -174,8 +174,8 @@ def test_context_guard_knows_every_familys_context_length(arch, tokenizer):
     dims = dims_of(model)
     config = CONFIGS[arch]
     from_config = dims_from_config(config)
-    # mlx-lm's gemma2 / mixtral ModelArgs drop max_position_embeddings: the family's published length stands in
-    assert dims.context_length == {"gemma2": 8192, "mixtral": 32768}.get(arch, 512)
+    # mlx-lm's gemma / gemma2 / mixtral ModelArgs drop max_position_embeddings: the family's published length stands in
+    assert dims.context_length == {"gemma": 8192, "gemma2": 8192, "mixtral": 32768}.get(arch, 512)
     assert from_config.context_length == 512
     assert (from_config.d_model, from_config.n_layers, from_config.n_heads, from_config.d_mlp) == (
         dims.d_model, dims.n_layers, dims.n_heads, dims.d_mlp)

@@ -32,6 +32,7 @@ CONFIGS: dict[str, dict] = {
     "qwen3": dict(model_type="qwen3", **_COMMON, head_dim=HEAD_DIM, max_position_embeddings=512,
                   tie_word_embeddings=True, rope_theta=1e6),
     "phi3": dict(model_type="phi3", **_COMMON, max_position_embeddings=512, tie_word_embeddings=False),
+    "gemma": dict(model_type="gemma", **_COMMON, head_dim=HEAD_DIM, max_position_embeddings=512),
     "gemma2": dict(model_type="gemma2", **_COMMON, head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM,
                    max_position_embeddings=512,
                    # a low cap, so the random model's logits really reach it
