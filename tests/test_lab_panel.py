@@ -43,7 +43,7 @@ def test_commands_for_each_experiment(tmp_path):
     model.extra_args = "--seeds 'unclosed"
     with pytest.raises(LabInputError, match="extra options"):
         model.command()
-    assert set(EXPERIMENTS) == {"aux-logits", "negation", "subliminal"}
+    assert set(EXPERIMENTS) == {"aux-logits", "negation", "subliminal", "inversion"}
 
 
 def test_progress_is_tailed_into_fraction_and_curves(tmp_path):

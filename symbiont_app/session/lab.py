@@ -51,6 +51,8 @@ EXPERIMENTS: dict[str, LabExperiment] = {e.name: e for e in (
     LabExperiment("negation", "Learning through negation: TinyLSTM (minutes)", ("lab", "negation"), False, "report.md"),
     LabExperiment("subliminal", "Subliminal learning: teacher → numbers → LoRA student (config file)", ("lab", "run"),
                   True, "summary.md"),
+    LabExperiment("inversion", "Inversion: wrong teachers → blind students (default config; ~1 h)", ("lab", "inversion"),
+                  False, "summary.md"),
 )}
 
 STATES = ("idle", "running", "cancelling", "finished", "failed", "cancelled")
