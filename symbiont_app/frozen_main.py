@@ -32,8 +32,14 @@ SELF_CHECK_PROMPT = "What is the capital of France?"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .about import version_line
+
     parser = argparse.ArgumentParser(prog="Symbiont", description="Symbiont desktop app")
-    parser.add_argument("--model", default="default", help="model to open: default, a repo id, a folder or a .gguf")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the app's version and those of MLX, mlx-lm, PySide6 and Python, and exit")
+    parser.add_argument("--model", default=None,
+                        help="model to open: default, a repo id, a folder or a .gguf (window: the last model "
+                             "loaded, else the default model; self-check: the default model)")
     parser.add_argument("--self-check", action="store_true",
                         help="load the model, generate a few tokens with SAE meters on, print a report and exit")
     parser.add_argument("--sae", help="self-check: this SAE folder instead of the shipped one matching the model")
@@ -74,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_check:
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display: Qt would abort, not raise
-        return self_check(args.model, sae_path=args.sae, prompt=args.prompt, max_tokens=args.max_tokens,
+        return self_check(args.model or "default", sae_path=args.sae, prompt=args.prompt, max_tokens=args.max_tokens,
                           device=args.device, report_json=args.report_json)
-    return run_gui(args.model)
+    from .gui import start_model
+
+    return run_gui(start_model(args.model))
 
 
 # -- self-check ---------------------------------------------------------------------------------------

@@ -29,15 +29,32 @@ def build_window(model_spec: str | None = "default", worker_factory=None, panels
     return MainWindow(model_spec, worker_factory=worker_factory, panels=panels)
 
 
+def start_model(requested: str | None) -> str:
+    """The model to open: the one asked for, else the last one loaded (settings), else the default."""
+    if requested:
+        return requested
+    from .session.settings import Settings
+
+    recent = Settings.load().data.recent_models
+    return recent[0] if recent else "default"
+
+
 def main(argv=None) -> int:
-    if argv is None:
-        reexec_with_fast_blas()
+    from .about import version_line
+
     parser = argparse.ArgumentParser(prog="symbiont-app", description="Symbiont desktop app")
-    parser.add_argument("--model", default="default", help="model to open: default, a repo id, a folder or a .gguf")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the app's version and those of MLX, mlx-lm, PySide6 and Python, and exit")
+    parser.add_argument("--model", default=None,
+                        help="model to open: default, a repo id, a folder or a .gguf (default: the last model "
+                             "loaded, else the default model)")
     parser.add_argument("--screenshots", metavar="DIR", default=None,
-                        help="open the window on the model, run a short scripted conversation (with the shipped "
-                             "SAE's meters), save DIR/<panel>.png for the window and each panel, and exit")
+                        help="open the window on the model (the default model unless --model), save the first "
+                             "run, a short scripted conversation (with the shipped SAE's meters), a truncated "
+                             "reply and a failed load as DIR/<name>.png with each panel, and exit")
     args = parser.parse_args(argv)
+    if argv is None:
+        reexec_with_fast_blas()  # after parsing: --version and --help answer at once
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -45,8 +62,8 @@ def main(argv=None) -> int:
     if args.screenshots:
         from .screenshots import take_screenshots
 
-        return take_screenshots(args.screenshots, args.model)
-    window = build_window(args.model)
+        return take_screenshots(args.screenshots, args.model or "default")
+    window = build_window(start_model(args.model))
     window.show()
     return exit_after(window, app.exec())
 

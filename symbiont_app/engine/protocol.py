@@ -123,6 +123,14 @@ class ModelLoaded(Event):
 
 
 @dataclass(frozen=True)
+class ModelUnloaded(Event):
+    """The engine let go of its model (a new load began: if that load fails, none is loaded)."""
+
+    name: str
+    """The model that was released."""
+
+
+@dataclass(frozen=True)
 class DownloadModel(Request):
     """Bring a hub repo into the local cache beside the engine thread (chat keeps working):
     ``DownloadPlanned`` (the estimate and verdict, before any weight byte), ``DownloadStep``s,
@@ -202,6 +210,26 @@ class ResetChat(Request):
 @dataclass(frozen=True)
 class ChatReset(Event):
     pass
+
+
+@dataclass(frozen=True)
+class RewindChat(Request):
+    """Forget the last ``exchanges`` user/assistant exchanges (regenerate, edit and resend);
+    the KV cache keeps the prefix they shared with what remains."""
+
+    exchanges: int = 1
+
+
+@dataclass(frozen=True)
+class ChatRewound(Event):
+    exchanges: int
+    """How many exchanges were forgotten (fewer than asked when the conversation is shorter)."""
+
+
+STATE_CHANGES = (ModelLoaded, ModelUnloaded, ReplyStarted)
+"""Events that report a change of engine state (a model came or went, a user turn joined the
+chat): sent and delivered even when their request was cancelled. The change happened; a
+window that dropped them would contradict the engine."""
 
 
 def describe_event(event: Any) -> str:

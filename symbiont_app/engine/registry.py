@@ -54,6 +54,11 @@ class HandlerContext:
         if not self._cancelled():
             self._emit(event)
 
+    def emit_change(self, event: Event) -> None:
+        """Send an event that reports a change of engine state (``protocol.STATE_CHANGES``) even
+        after a cancel: the change happened, and the window must not be left believing otherwise."""
+        self._emit(event)
+
     def is_cancelled(self) -> bool:
         """Poll between steps. Also applies pending live requests (slider moves) on this thread."""
         self._apply_live()

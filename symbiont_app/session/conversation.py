@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.protocol import ChatReset, Failed, Finished, ModelLoaded, ReplyStarted, SendMessage, TokenStep
+from ..engine.protocol import (
+    ChatReset, ChatRewound, Failed, Finished, ModelLoaded, ModelUnloaded, ReplyStarted, RewindChat, SendMessage, TokenStep,
+)
 from .observable import Observable
 
 
@@ -39,6 +41,8 @@ class TokenRecord:
     readings: dict = field(default_factory=dict)
     """Reader outputs (``"sae"``: the meter's ``MeterReading``)."""
     turn: int = 0
+    generation_tps: float = 0.0
+    """Tokens per second of the reply so far, as mlx-lm measures it (from its first token)."""
 
 
 @dataclass
@@ -49,10 +53,20 @@ class Turn:
     tokens: list[TokenRecord] = field(default_factory=list)
     request_id: int = 0
     finish_reason: str | None = None
+    """``stop`` (end of text), ``length`` (max tokens: truncated), ``cancelled`` (stopped),
+    ``failed``, or None while streaming."""
+    error: str = ""
+    """Why the reply failed (``finish_reason == "failed"``)."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens[-1].generation_tps if self.tokens else 0.0
 
 
 class Conversation(Observable):
-    """Notifies ``turns`` (a turn began/ended), ``token`` (one streamed), ``selected_position``, ``reset``."""
+    """Notifies ``turns`` (a turn began/ended, or turns were rewound), ``token`` (one streamed),
+    ``selected_position``, ``reset``, ``returned`` (a message the engine never took: its text
+    is in :attr:`returned_text` for the entry)."""
 
     keep_full = 64
 
@@ -65,6 +79,12 @@ class Conversation(Observable):
         self._selected: int | None = None
         self._logprobs: OrderedDict[int, np.ndarray] = OrderedDict()
         self.streaming_request: int | None = None
+        self._pinned: int | None = None
+        self._unstarted: dict[int, SendMessage] = {}
+        """Messages sent whose reply has not started: their text goes back to the entry if it never does."""
+        self.last_message: SendMessage | None = None
+        """The last message whose reply started (regenerate sends it again)."""
+        self.returned_text = ""
 
     # -- selection ---------------------------------------------------------------------------------
     @property
@@ -77,6 +97,20 @@ class Conversation(Observable):
         if position != self._selected:
             self._selected = position
             self.notify("selected_position")
+
+    @property
+    def pinned_position(self) -> int | None:
+        """The token the user clicked: the selection returns to it when a hover ends."""
+        return self._pinned
+
+    def preview(self, position: int | None) -> None:
+        """Hovering a token selects it for as long as the hover lasts (None: hover ended)."""
+        self.selected_position = position if position is not None else self._pinned
+
+    def pin(self, position: int | None) -> None:
+        """Clicking a token pins it; clicking the pinned token again unpins it."""
+        self._pinned = None if position == self._pinned else position
+        self.selected_position = self._pinned if self._pinned is not None else position
 
     def token_at(self, position: int | None) -> TokenRecord | None:
         if position is None:
@@ -103,6 +137,7 @@ class Conversation(Observable):
     # -- events ---------------------------------------------------------------------------------------
     def handle_event(self, event) -> None:
         if isinstance(event, ReplyStarted):
+            self.last_message = self._unstarted.pop(event.request_id, self.last_message)
             self.turns.append(Turn("user", event.user_text, request_id=event.request_id))
             self.turns.append(Turn("assistant", request_id=event.request_id))
             self.streaming_request = event.request_id
@@ -111,16 +146,41 @@ class Conversation(Observable):
             self._add_step(event)
         elif isinstance(event, (Finished, Failed)) and event.request_id == self.streaming_request:
             self.streaming_request = None
-            self.turns[-1].finish_reason = event.reason if isinstance(event, Finished) else "failed"
+            turn = self.turns[-1]
+            turn.finish_reason = event.reason if isinstance(event, Finished) else "failed"
+            turn.error = event.message if isinstance(event, Failed) else ""
             self.notify("turns")
-        elif isinstance(event, (ChatReset, ModelLoaded)):  # a new model starts a new conversation
+        elif isinstance(event, (Finished, Failed)) and event.request_id in self._unstarted:
+            # Refused, failed or stopped before its reply began: the engine never took the turn.
+            self.returned_text = self._unstarted.pop(event.request_id).text
+            self.notify("returned")
+        elif isinstance(event, ChatRewound):
+            self._drop_exchanges(event.exchanges)
+        elif isinstance(event, (ChatReset, ModelLoaded, ModelUnloaded)):  # a new model starts a new conversation
             self.clear()
+
+    def _drop_exchanges(self, exchanges: int) -> None:
+        for _ in range(exchanges):
+            while self.turns and self.turns[-1].role != "user":
+                self.turns.pop()
+            if self.turns:
+                self.turns.pop()
+        kept = len(self.turns)
+        self.tokens = [t for t in self.tokens if t.turn < kept]
+        for position in [p for p in self._logprobs if self.token_at(p) is None]:
+            del self._logprobs[position]
+        if self.token_at(self._pinned) is None:
+            self._pinned = None
+        if self.token_at(self._selected) is None:
+            self.selected_position = None
+        self.notify("rewound")
 
     def _add_step(self, event: TokenStep) -> None:
         step = event.step
         record = TokenRecord(
             step.position, step.token, step.text, step.prob, step.sampling_prob, step.entropy, step.raw_entropy,
             tuple((a.token, a.prob, a.text) for a in step.top_k), dict(step.readings), len(self.turns) - 1,
+            float(step.generation_tps),
         )
         turn = self.turns[-1]
         turn.tokens.append(record)
@@ -136,7 +196,7 @@ class Conversation(Observable):
         self.turns.clear()
         self.tokens.clear()
         self._logprobs.clear()
-        self._selected = None
+        self._selected = self._pinned = None
         self.streaming_request = None
         self.notify("reset")
 
@@ -144,10 +204,39 @@ class Conversation(Observable):
     def send(self, text: str, sampling, max_tokens: int, system_prompt: str | None) -> int | None:
         """Submit a user message; None when one is streaming already or the text is empty."""
         text = text.strip()
-        if not text or self.session is None or self.session.busy(SendMessage):
+        if not text or self.session is None or self.busy:
             return None
         request = SendMessage(self.session.new_id(), text, max_tokens, sampling, system_prompt or None)
+        self._unstarted[request.request_id] = request
         return self.session.submit(request, channel="chat")
+
+    @property
+    def busy(self) -> bool:
+        """A message is on its way or streaming (or turns are being rewound)."""
+        return self.session is not None and self.session.busy((SendMessage, RewindChat))
+
+    def last_user_text(self) -> str | None:
+        users = [t for t in self.turns if t.role == "user"]
+        return users[-1].text if users else None
+
+    def regenerate(self) -> int | None:
+        """Forget the last reply and its message, then send that message again (same settings)."""
+        if self.busy or self.last_message is None or self.last_user_text() is None:
+            return None
+        self.session.submit(RewindChat(self.session.new_id(), 1))
+        last = self.last_message
+        request = SendMessage(self.session.new_id(), self.last_user_text(), last.max_tokens, last.sampling,
+                              last.system_prompt)
+        self._unstarted[request.request_id] = request
+        return self.session.submit(request, channel="chat")
+
+    def edit_last(self) -> str | None:
+        """Forget the last exchange and return its message's text (for the entry to edit and resend)."""
+        text = self.last_user_text()
+        if self.busy or text is None:
+            return None
+        self.session.submit(RewindChat(self.session.new_id(), 1))
+        return text
 
     def stop(self) -> None:
         if self.session is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine.panels_protocol import LensComputed, PatchingComputed, RunLens, RunPatching
-from ..engine.protocol import ChatReset, Failed, Finished, ModelLoaded, SendMessage
+from ..engine.protocol import ChatReset, Failed, Finished, ModelLoaded, ModelUnloaded, SendMessage
 from .observable import Observable
 from .sae import attach
 
@@ -103,7 +103,7 @@ class LensModel(Observable):
         elif (isinstance(event, Finished) and self.auto_update and event.reason != "cancelled"
               and isinstance(self._finished_request(event), SendMessage)):
             self.run_lens()
-        elif isinstance(event, (ChatReset, ModelLoaded)):
+        elif isinstance(event, (ChatReset, ModelLoaded, ModelUnloaded)):
             self.lens = None
             self.notify("lens")
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.panels_protocol import ClampLatent, SaeLoaded, SaeUnloaded, WatchedChanged, WatchLatents
-from ..engine.protocol import ChatReset, ModelLoaded, TokenStep
+from ..engine.protocol import ChatReset, ModelLoaded, ModelUnloaded, TokenStep
 from .observable import Observable
 from .sae import SaeModel, attach
 
@@ -131,7 +131,7 @@ class MetersModel(Observable):
         elif isinstance(event, WatchedChanged):
             self.watched = tuple(event.watched)
             self.notify("watched")
-        elif isinstance(event, (SaeLoaded, SaeUnloaded, ModelLoaded, ChatReset)):
+        elif isinstance(event, (SaeLoaded, SaeUnloaded, ModelLoaded, ModelUnloaded, ChatReset)):
             if not isinstance(event, ChatReset):
                 self.watched, self.selected = (), None
                 self.notify("watched")

@@ -14,13 +14,14 @@ from mlx_hooks.hub_progress import DownloadProgress
 
 from ..engine.protocol import (
     DownloadModel, DownloadPlanned, DownloadStep, EstimateModel, Failed, Finished, LoadModel, ModelDownloaded,
-    ModelEstimate, ModelInfo, ModelLoaded, Progress,
+    ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded, Progress,
 )
 from .observable import Observable
 
 
 class ModelPicker(Observable):
-    """Notifies ``estimate``, ``progress``, ``loaded``, ``loading`` (started/ended), ``download``."""
+    """Notifies ``estimate``, ``progress``, ``loaded`` (a model came or went: ``info`` says
+    which, None for none), ``loading`` (started/ended), ``download``."""
 
     def __init__(self, session: Any = None):
         super().__init__()
@@ -37,6 +38,8 @@ class ModelPicker(Observable):
         """What the download fetches and the memory verdict (before any weight byte)."""
         self.download_progress: DownloadProgress | None = None
         self._load_dtype = "auto"
+        self.last_load_error: str | None = None
+        """Why the last load failed (shown beside "no model loaded" when it left none), else None."""
 
     @property
     def recent(self) -> list[str]:
@@ -54,6 +57,7 @@ class ModelPicker(Observable):
         """Load ``spec``; a hub repo id is downloaded first (if not cached) beside the engine."""
         self.cancel_download()  # a new choice supersedes a download in flight
         self.loading_spec = spec
+        self.last_load_error = None
         self.progress = None
         if looks_like_repo_id(spec):
             self._load_dtype = runtime_dtype
@@ -95,8 +99,12 @@ class ModelPicker(Observable):
             self.notify("progress")
         elif isinstance(event, ModelLoaded):
             self.info = event.info
+            self.last_load_error = None
             if self.session is not None:
                 self.session.settings.add_recent_model(event.info.spec)
+            self.notify("loaded")
+        elif isinstance(event, ModelUnloaded):
+            self.info = None  # the engine let go of it for a new load; that load may yet fail
             self.notify("loaded")
         elif isinstance(event, Failed) and rid == self.estimate_request:
             self.estimate_error = event.message
@@ -106,6 +114,8 @@ class ModelPicker(Observable):
             if rid == self.loading_request:
                 self.loading_request = None
                 self.progress = None
+                if isinstance(event, Failed):
+                    self.last_load_error = event.message
                 self.notify("loading")
             elif rid == self.estimate_request:
                 self.estimate_request = None

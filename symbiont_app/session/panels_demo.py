@@ -21,7 +21,8 @@ def before_conversation(session, sae: str | None = None) -> list[int]:
     ids = []
     model = SaeModel.of(session)
     LensModel.of(session)  # registered now, so the lens runs after the first reply
-    if sae is None:
+    attached = model.info is not None or model.load_request is not None  # first_run.AutoAttachSae did it
+    if sae is None and not attached:
         available = model.refresh_available()
         sae = available[0].path if available else None
     if sae is not None:

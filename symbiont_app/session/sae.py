@@ -16,7 +16,7 @@ import numpy as np
 from ..engine.panels_protocol import (
     ContrastFound, ContrastSearch, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae,
 )
-from ..engine.protocol import Failed, Finished, ModelLoaded, Progress
+from ..engine.protocol import Failed, Finished, ModelLoaded, ModelUnloaded, Progress
 from .observable import Observable
 
 METRICS = ("mse", "variance_explained", "l0", "dead_fraction")
@@ -141,7 +141,7 @@ class SaeModel(Observable):
             self.status = f"loaded {event.sae_id}: {event.d_sae} latents at {event.hook_point}{notes}"
             self.notify("sae")
             self.notify("status")
-        elif isinstance(event, (SaeUnloaded, ModelLoaded)):
+        elif isinstance(event, (SaeUnloaded, ModelLoaded, ModelUnloaded)):
             if self.info is not None:
                 self.info, self.record = None, None
                 self.status = "no SAE loaded"

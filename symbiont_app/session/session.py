@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.protocol import TERMINAL, Event, Failed, Finished, Request
+from ..engine.protocol import STATE_CHANGES, TERMINAL, Event, Failed, Finished, Request
 from .conversation import Conversation
 from .models import ModelPicker
 from .observable import Observable
@@ -37,6 +37,10 @@ class AppSession(Observable):
         prefs = self.settings.data.sampling
         self.temperature = self.add_model(TemperatureView(self.conversation, temp=prefs.temp or 1.0,
                                                           top_p=prefs.top_p, min_p=prefs.min_p, bars=12))
+        from .first_run import AutoAttachSae
+
+        self.first_run = self.add_model(AutoAttachSae(self))
+        """Attaches the SAE trained on the loaded model, so the meters are live on the first reply."""
 
     # -- sub-models -----------------------------------------------------------------------------------
     def add_model(self, sub_model):
@@ -87,8 +91,8 @@ class AppSession(Observable):
     def handle_event(self, event: Event) -> None:
         rid = getattr(event, "request_id", None)
         terminal = isinstance(event, TERMINAL)
-        if rid in self._cancelled and not terminal:
-            return  # a stale answer of a cancelled / superseded request
+        if rid in self._cancelled and not terminal and not isinstance(event, STATE_CHANGES):
+            return  # a stale answer of a cancelled / superseded request (a state change is a fact: kept)
         if terminal:
             cancelled = rid in self._cancelled
             self.active.pop(rid, None)

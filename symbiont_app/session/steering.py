@@ -17,7 +17,7 @@ from ..engine.panels_protocol import (
     BuildVector, ExportPreset, ImportPreset, InterventionInfo, InterventionsChanged, ListInterventions, PresetExported,
     PresetImported, RemoveIntervention, SetEnabled, SetPositions, SetValue, VectorBuilt,
 )
-from ..engine.protocol import Failed, Finished, ModelLoaded
+from ..engine.protocol import Failed, Finished, ModelLoaded, ModelUnloaded
 from .observable import Observable
 from .sae import attach
 
@@ -143,7 +143,7 @@ class SteeringModel(Observable):
             if settings is not None:
                 settings.add_recent_file("preset", event.path)
             self.notify("status")
-        elif isinstance(event, ModelLoaded):
+        elif isinstance(event, (ModelLoaded, ModelUnloaded)):
             self.items = ()
             self.notify("items")
         elif isinstance(event, (Finished, Failed)) and event.request_id in self.pending:

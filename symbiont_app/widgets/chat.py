@@ -98,8 +98,10 @@ class ChatPanel(QWidget):
         self.colour.setToolTip("Token background: the probability the model gave the token, or the entropy (bits) "
                                "of its next-token distribution; green = confident, red = unlikely / uncertain")
         self.colour.currentTextChanged.connect(self._colour_changed)
-        self.entry = MessageEntry(f"Message (Enter to send, Shift+Enter for a new line, {key_hint(STOP_KEY)} to stop)")
-        self.entry.setToolTip("Your message: Enter sends, Shift+Enter starts a new line")
+        self.entry = MessageEntry(
+            f"Message ({key_hint('Return')} or {key_hint(SEND_KEYS[0])} to send, {key_hint('Shift+Return')} "
+            f"for a new line, {key_hint(STOP_KEY)} to stop)")
+        self.entry.setToolTip(f"Your message: {key_hint('Return')} sends, {key_hint('Shift+Return')} starts a new line")
         self.entry.submitted.connect(self.send)
         self.send_button = _button("Send", "Send the message (Enter)", self.send)
         self.stop_button = _button("Stop", f"Stop the reply where it is ({key_hint(STOP_KEY)})", self.stop)

@@ -1,5 +1,6 @@
-"""The main window: the chat in the middle, one dock per ``PANELS`` spec, an error bar,
-and the layout / settings saved between runs."""
+"""The main window: the chat in the middle, one dock per ``PANELS`` spec, an error bar, the
+menu bar, a title and status line that say which model is loaded (or that none is), and the
+layout / settings saved between runs."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ class ErrorBar(QWidget):
         self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.label.setStyleSheet("color: #8b0000;")
         self.details_button = QPushButton("Details")
+        self.details_button.setToolTip("Show the full error (with the traceback)")
         self.close_button = QPushButton("Dismiss")
+        self.close_button.setToolTip("Hide this message")
         self.details_button.clicked.connect(self._details)
         self.close_button.clicked.connect(self.hide)
         layout = QHBoxLayout(self)
@@ -60,7 +63,7 @@ class ErrorBar(QWidget):
 class MainWindow(QMainWindow):
     def __init__(self, model_spec: str | None = "default", worker_factory=None, panels=None):
         super().__init__()
-        self.setWindowTitle("Symbiont")
+        self.setWindowTitle("Symbiont — no model loaded")
         self.setObjectName("SymbiontMainWindow")
         self.bridge = EngineBridge(worker_factory=worker_factory, parent=self)
         self.session = self.bridge.session
@@ -89,6 +92,10 @@ class MainWindow(QMainWindow):
         self.addAction(self.close_action)
         self.resize(1400, 900)
         self._default_layout(specs)
+        self._first_start_state = self.saveState()
+        from .menus import build_menus
+
+        self.actions_by_name = build_menus(self)
         self._restore_layout()
         # Recent models/files are written soon after they change, not only at exit (a crash keeps them).
         self._save_soon = Coalescer(self.save_settings, 1000, self)
@@ -131,19 +138,53 @@ class MainWindow(QMainWindow):
         if "bottom" in by_area:
             self.resizeDocks([by_area["bottom"][0]], [330], Qt.Vertical)
 
+    def reset_layout(self) -> None:
+        """Every panel shown and docked where it was at first start."""
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.show()
+        self.restoreState(self._first_start_state)
+
+    def export_conversation(self, path):
+        """Write the conversation (``.md`` or ``.json``); a problem goes to the error bar. Returns the path or None."""
+        from ..session.conversation_export import ExportError, export_conversation
+
+        try:
+            written = export_conversation(path, self.session.conversation, self.session.model_info,
+                                          self.chat.system_prompt.text())
+        except ExportError as exc:
+            self.session.error(str(exc))
+            return None
+        self.statusBar().showMessage(f"conversation saved to {written}", 8000)
+        return written
+
     # -- status -------------------------------------------------------------------------------------------
     def _on_models(self, what: str) -> None:
+        """The status line and title say what the engine holds: the model, a load in progress, or none."""
         models = self.session.models
-        if what == "loaded" and models.info is not None:
-            info = models.info
-            warning = f"  ⚠ {info.slow_blas_warning}" if info.slow_blas_warning else ""
-            self.status.setText(f"{info.name} ({info.runtime_dtype}, {info.fingerprint}){warning}")
-        elif what in ("loading", "progress") and models.loading_request is not None:
+        if models.loading_request is not None and what in ("loading", "progress"):
             message = models.progress.message if models.progress else "…"
             self.status.setText(f"loading {models.loading_spec}: {message}")
         elif what == "download" and models.download_request is not None:
             progress = models.download_progress
             self.status.setText(f"downloading {models.loading_spec}: {progress.describe() if progress else '…'}")
+        elif models.info is not None:
+            info = models.info
+            warning = f"  ⚠ {info.slow_blas_warning}" if info.slow_blas_warning else ""
+            self.status.setText(f"{info.name} ({info.runtime_dtype}, {info.fingerprint}){warning}")
+        elif models.loading_request is None and models.download_request is None:
+            failed = f" (the load of {models.loading_spec} failed: {models.last_load_error})" if models.last_load_error else ""
+            self.status.setText(f"no model loaded{failed}")
+        self._update_title()
+
+    def _update_title(self) -> None:
+        models = self.session.models
+        if models.info is not None:
+            self.setWindowTitle(f"Symbiont — {models.info.name}")
+        elif models.loading_request is not None or models.download_request is not None:
+            self.setWindowTitle(f"Symbiont — loading {models.loading_spec}")
+        else:
+            self.setWindowTitle("Symbiont — no model loaded")
 
     def _on_session(self, what: str) -> None:
         if what == "busy":

@@ -10,6 +10,8 @@ from PySide6.QtWidgets import (
 from ..bundle import dialog_folder
 
 GIB = 1024 ** 3
+NO_MODEL = ("No model loaded. Type \"default\", a Hugging Face repo id, or choose a folder or GGUF file, "
+            "then Load.")
 
 
 class ModelPickerPanel(QWidget):
@@ -25,6 +27,15 @@ class ModelPickerPanel(QWidget):
         self.estimate_button = QPushButton("Estimate memory")
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
+        for button, tip in (
+            (self.folder_button, "Choose a model folder (config.json + safetensors) and estimate its memory"),
+            (self.gguf_button, "Choose a .gguf file (converted once, into the cache) and estimate its memory"),
+            (self.estimate_button, "Memory the model would take (weights, KV cache, activations) against the "
+                                   "budget, without loading it"),
+            (self.load_button, "Load the model (the loaded one stays if the new one cannot be read)"),
+            (self.cancel_button, "Stop the load or download (a load already reading weights finishes first)"),
+        ):
+            button.setToolTip(tip)
         self.estimate_label = QLabel("")
         self.estimate_label.setWordWrap(True)
         self.progress = QProgressBar()
@@ -47,8 +58,10 @@ class ModelPickerPanel(QWidget):
         download_layout.addLayout(bar_row)
         download_layout.addWidget(self.download_label)
         self.download_row.setVisible(False)
-        self.info = QLabel("no model loaded")
+        self.info = QLabel(NO_MODEL)
         self.info.setWordWrap(True)
+        self.info.setToolTip("The loaded model: shape, memory, fingerprint (presets and SAEs are checked "
+                             "against it), backend")
         self.folder_button.clicked.connect(self._pick_folder)
         self.gguf_button.clicked.connect(self._pick_gguf)
         self.estimate_button.clicked.connect(self.estimate)
@@ -137,15 +150,29 @@ class ModelPickerPanel(QWidget):
                 self.progress_label.setText(f"loading {picker.loading_spec}…")
             else:
                 self.progress_label.setText("")
+                self._show_info()
         elif what == "download":
             self._update_download()
-        elif what == "loaded" and picker.info is not None:
-            i = picker.info
-            warning = f"\n⚠ {i.slow_blas_warning}" if i.slow_blas_warning else ""
-            self.info.setText(
-                f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}\n"
-                f"memory ~{i.memory_bytes / GIB:.2f} GiB of a {i.budget_bytes / GIB:.1f} GiB budget\n"
-                f"fingerprint {i.fingerprint}\n{i.backend}{warning}")
+        elif what == "loaded":
+            self._show_info()
+
+    def _show_info(self) -> None:
+        """What the engine holds now: the model, or plainly none (and why, after a failed load)."""
+        picker = self.picker
+        if picker.info is None:
+            loading = picker.loading_request is not None
+            failed = (f"\n⚠ the load of {picker.loading_spec} failed: {picker.last_load_error}"
+                      if picker.last_load_error and not loading else "")
+            self.info.setText((f"No model loaded while {picker.loading_spec} loads." if loading else NO_MODEL) + failed)
+            return
+        i = picker.info
+        warning = f"\n⚠ {i.slow_blas_warning}" if i.slow_blas_warning else ""
+        failed = (f"\n⚠ the load of {picker.loading_spec} failed ({picker.last_load_error}); this model is still loaded"
+                  if picker.last_load_error else "")
+        self.info.setText(
+            f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}\n"
+            f"memory ~{i.memory_bytes / GIB:.2f} GiB of a {i.budget_bytes / GIB:.1f} GiB budget\n"
+            f"fingerprint {i.fingerprint}\n{i.backend}{warning}{failed}")
 
     def _update_download(self) -> None:
         picker = self.picker

@@ -7,7 +7,7 @@ live change (a slider, a clamp toggle) acts on the next token.
 
 from __future__ import annotations
 
-from ..protocol import ChatReset, ReplyStarted, ResetChat, SendMessage, TokenStep
+from ..protocol import ChatReset, ChatRewound, ReplyStarted, ResetChat, RewindChat, SendMessage, TokenStep
 from ..registry import HandlerContext, handles
 from ..state import EngineState
 
@@ -34,6 +34,8 @@ def send(state: EngineState, request: SendMessage, ctx: HandlerContext) -> None:
     sessions: list = []
     revision = state.revision
     kwargs = state.generation_kwargs()
+    if ctx.is_cancelled():
+        return  # stopped before it began: the chat never hears of this turn
     stream = chat.send(
         request.text, max_tokens=request.max_tokens, sampling=request.sampling, session_out=sessions,
         keep_logprobs=True, step_activations=False, top_k=TOP_ALTERNATIVES, should_stop=ctx.is_cancelled, **kwargs,
@@ -42,7 +44,8 @@ def send(state: EngineState, request: SendMessage, ctx: HandlerContext) -> None:
     try:
         for step in stream:
             if not started:
-                ctx.emit(ReplyStarted(request.request_id, step.position, request.text))
+                # Sent even if a cancel just arrived: the turn is in the chat now, and the window must show it.
+                ctx.emit_change(ReplyStarted(request.request_id, step.position, request.text))
                 started = True
             logprobs, step = step.logprobs, _without_logprobs(step)
             ctx.emit(TokenStep(request.request_id, step, logprobs))
@@ -53,6 +56,18 @@ def send(state: EngineState, request: SendMessage, ctx: HandlerContext) -> None:
                 _sync_interventions(sessions[0], state)
     finally:
         stream.close()
+        if not started:
+            _forget_unstarted_turn(chat, request.text)
+
+
+def _forget_unstarted_turn(chat, text: str) -> None:
+    """A reply that produced no token (stopped at once, or failed) leaves the chat as it was:
+    the window hands the text back to the entry, so the engine must not keep the turn."""
+    messages = chat.messages
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages.pop()
+    if messages and messages[-1] == {"role": "user", "content": text}:
+        messages.pop()
 
 
 def _without_logprobs(step):
@@ -67,3 +82,23 @@ def reset(state: EngineState, request: ResetChat, ctx: HandlerContext) -> None:
     if state.chat is not None:
         state.chat.reset()
     ctx.emit(ChatReset(request.request_id))
+
+
+@handles(RewindChat)
+def rewind(state: EngineState, request: RewindChat, ctx: HandlerContext) -> None:
+    """Drop the last exchanges from the chat's messages; the next ``send`` re-renders the rest
+    and ``ChatSession`` keeps the KV cache for the prefix they share."""
+    from mlx_hooks.errors import SymbiontError
+
+    if state.chat is None:
+        raise SymbiontError("no model loaded: nothing to rewind")
+    messages = state.chat.messages
+    dropped = 0
+    while dropped < request.exchanges and messages:
+        # an exchange is a user message and the reply after it (a failed reply may be missing)
+        while messages and messages[-1]["role"] != "user":
+            messages.pop()
+        if messages:
+            messages.pop()
+            dropped += 1
+    ctx.emit(ChatRewound(request.request_id, dropped))

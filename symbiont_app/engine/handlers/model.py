@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..protocol import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded
+from ..protocol import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded
 from ..registry import HandlerContext, handles
 from ..state import EngineState
 
@@ -55,7 +55,7 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     from mlx_hooks.backend import backend_info
     from mlx_hooks.chat import ChatSession
     from mlx_hooks.hooks import hook_points
-    from mlx_hooks.loader import load_model
+    from mlx_hooks.loader import estimate_for, load_model
     from mlx_hooks.memory import default_budget_bytes
     from mlx_hooks.steering import SteeringSet
 
@@ -64,13 +64,22 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     if _needs_conversion(request.spec):
         # mlx-hooks converts GGUF in one call with no callback: a stage, not a percentage.
         ctx.progress(1, total, "converting the GGUF file into the cache (once)")
+    # Read the config and weight headers before letting go of the loaded model: a broken
+    # folder (no config.json, unreadable safetensors, unknown architecture) fails here and
+    # the old model stays loaded, as the window still shows it.
+    estimate_for(request.spec, request.runtime_dtype)
     if ctx.is_cancelled():
         return
     ctx.progress(2, total, "loading weights")
+    previous = state.loaded.name if state.loaded is not None else None
     state.reset_model()
+    if previous is not None:
+        # From here a failure leaves no model: the window hears it now, not when the load ends.
+        ctx.emit_change(ModelUnloaded(request.request_id, previous))
+    # A cancel from here on is too late: the load is one MLX call, and throwing the finished
+    # model away would only leave the engine without one. It is installed and announced
+    # (ModelLoaded reaches the window even for a cancelled request).
     loaded = load_model(request.spec, runtime_dtype=request.runtime_dtype)
-    if ctx.is_cancelled():
-        return
     ctx.progress(3, total, "preparing the chat")
     state.loaded = loaded
     state.chat = ChatSession(loaded.model, loaded.tokenizer)
@@ -79,7 +88,7 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     info = backend_info()
     fp = loaded.fingerprint
     ctx.progress(total, total, "loaded")
-    ctx.emit(ModelLoaded(request.request_id, ModelInfo(
+    ctx.emit_change(ModelLoaded(request.request_id, ModelInfo(
         name=loaded.name, spec=request.spec, fingerprint=fp.short, n_layers=fp.n_layers, d_model=fp.d_model,
         vocab_size=fp.vocab_size, hook_points=tuple(hook_points(loaded.model)), runtime_dtype=loaded.runtime_dtype,
         backend=info.summary(), slow_blas_warning=info.slow_blas_warning, memory_bytes=int(loaded.estimate.total_bytes),
