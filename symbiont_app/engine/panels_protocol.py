@@ -89,6 +89,10 @@ class LatentRecord(Event):
     promoted: tuple[tuple[str, float], ...] = ()
     """(token text, logit per unit of the decoder direction), most promoted first."""
     suppressed: tuple[tuple[str, float], ...] = ()
+    auto_label: str = ""
+    """The records' label: the tokens it fires on most → the tokens its decoder direction promotes most."""
+    user_label: str = ""
+    """The user's own label (``labels.json``), empty if none; it wins over the automatic one."""
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,15 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget,
 )
 
+from ..session.dashboard import clamped_latents, describe_intervention, label_source
 from ..session.meters import MetersModel
+from ..session.steering import SteeringModel
+from .theme import series_colour
 from .throttle import Coalescer
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+BAR_COLOUR = "#4c72b0"
+CLAMPED_COLOUR = "#ff7f0e"
+ABLATED_COLOUR = "#d62728"
 
 
 def record_html(record, label: str = "") -> str:
@@ -24,6 +29,9 @@ def record_html(record, label: str = "") -> str:
     if record is None:
         return "<i>click a latent to see its record</i>"
     title = html.escape(record.label or label or "(no label)")
+    source = label_source(record)
+    if source:
+        title += f" <i>({html.escape(source)})</i>"
     if not record.has_record:
         return f"<b>latent {record.latent}</b>: {title}<br><i>this SAE has no feature records</i>"
     rows = "".join(
@@ -56,10 +64,15 @@ class LatentActions(QWidget):
         self.mode.addItems(["max_multiple", "absolute"])
         self.clamp_button = QPushButton("Clamp")
         self.ablate_button = QPushButton("Ablate")
+        self.dashboard_button = QPushButton("Dashboard")
+        self.dashboard_button.setToolTip("Open this latent in the Feature dashboard (density, contexts, logit effects, label)")
+        self.dashboard_button.clicked.connect(self._open_dashboard)
+        self.clamp_button.setToolTip("Pin this latent to the value from the next token on (Steering panel lists it)")
+        self.ablate_button.setToolTip("Clamp this latent to 0 from the next token on")
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         for w in (QLabel("latent"), self.latent, self.show_button, self.watch_button, QLabel("clamp to"), self.value,
-                  self.mode, self.clamp_button, self.ablate_button):
+                  self.mode, self.clamp_button, self.ablate_button, self.dashboard_button):
             row.addWidget(w)
         row.addStretch(1)
         self.show_button.clicked.connect(lambda: model.select(self.latent.value()))
@@ -75,6 +88,15 @@ class LatentActions(QWidget):
             self.latent.setValue(self.model.selected)
         self.watch_button.setText("Unwatch" if self.latent.value() in self.model.watched else "Watch")
 
+    def _open_dashboard(self) -> None:
+        from PySide6.QtWidgets import QDockWidget
+
+        self.model.select(self.latent.value())
+        dock = self.window().findChild(QDockWidget, "dock-dashboard")
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+
     def _toggle_watch(self) -> None:
         latent = self.latent.value()
         self.model.watch(latent, latent not in self.model.watched)
@@ -87,22 +109,32 @@ class MetersPanel(QWidget):
         self.header = QLabel("load an SAE (SAE panel) to see its latents as the model talks")
         self.header.setWordWrap(True)
         # Bars of the focused token's top latents (horizontal, strongest on top); created once.
-        self.bars_plot = pg.PlotWidget(title="top latents at the focused token")
-        self.bars_plot.setLabel("bottom", "activation")
+        self.steering = SteeringModel.of(session)  # its list says which latents are clamped / ablated
+        self.bars_plot = pg.PlotWidget(title="top latents at the focused token (orange: clamped, red: ablated)")
+        self.bars_plot.setLabel("bottom", "latent activation (SAE units)")
+        self.bars_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.bars_plot.invertY(True)
-        self.bars = pg.BarGraphItem(x0=np.zeros(0), y=np.zeros(0), height=0.7, width=np.zeros(0), brush="#4c72b0")
+        self.bars = pg.BarGraphItem(x0=np.zeros(0), y=np.zeros(0), height=0.7, width=np.zeros(0), brush=BAR_COLOUR)
         self.bars_plot.addItem(self.bars)
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["latent", "value", "label"])
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["latent", "value", "label", "intervention"])
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.cellClicked.connect(self._row_clicked)
         # Watched latents over the conversation: one curve per latent, kept while it is watched.
         self.strip = pg.PlotWidget(title="watched latents over the generated tokens")
-        self.strip.setLabel("bottom", "position")
+        self.strip.setLabel("bottom", "token position in the conversation")
+        self.strip.setLabel("left", "latent activation (SAE units)")
+        for axis in ("bottom", "left"):
+            self.strip.getAxis(axis).enableAutoSIPrefix(False)
+        self.strip.setXRange(0, 16)  # until the first reply: a token range, not -400..400
+        self.strip.showGrid(y=True, alpha=0.25)
         self.strip.addLegend(offset=(5, 5))
         self.curves: dict[int, pg.PlotDataItem] = {}
+        self.lone_points: dict[int, pg.ScatterPlotItem] = {}
+        """Values with no neighbour (read while the latent was among a token's top, before it was
+        watched): a line cannot show a single point, so they are drawn as dots."""
         self.record = QTextBrowser()
         self.actions = LatentActions(self.model)
         top = QSplitter(Qt.Horizontal)
@@ -120,7 +152,8 @@ class MetersPanel(QWidget):
         # second (painting them costs ~15 ms here, per token it pushed event-loop gaps past 50 ms).
         self._ticks: list | None = None
         self.reading_redraw = Coalescer(self._redraw_reading_and_watched, 120, self, spaced=True)
-        self._unsubscribe = [self.model.subscribe(self._on_model), self.model.sae.subscribe(self._on_sae)]
+        self._unsubscribe = [self.model.subscribe(self._on_model), self.model.sae.subscribe(self._on_sae),
+                             self.steering.subscribe(self._on_steering)]
         self._redraw_reading()
         self._redraw_watched()
         self._on_selected()
@@ -134,7 +167,13 @@ class MetersPanel(QWidget):
         elif what == "selected":
             self._on_selected()
 
+    def _on_steering(self, what: str) -> None:
+        if what == "items":
+            self.reading_redraw.request()
+
     def _on_sae(self, what: str) -> None:
+        if what == "labels":
+            self.reading_redraw.request()
         if what == "sae":
             self.actions.refresh()
             self._redraw_reading()
@@ -151,14 +190,18 @@ class MetersPanel(QWidget):
         top = self.model.current()
         values = np.array([v for _, v, _ in top], dtype=np.float64)
         y = np.arange(len(top), dtype=np.float64)
-        self.bars.setOpts(x0=np.zeros(len(top)), y=y, width=values, height=0.7)
-        ticks = [[(i, f"{latent} {label[:22]}") for i, (latent, _, label) in enumerate(top)]]
+        clamps = clamped_latents(self.model.session)
+        states = [describe_intervention(clamps.get(latent)) for latent, _, _ in top]
+        brushes = [ABLATED_COLOUR if s.startswith("ablated") else CLAMPED_COLOUR if s else BAR_COLOUR for s in states]
+        self.bars.setOpts(x0=np.zeros(len(top)), y=y, width=values, height=0.7, brushes=brushes)
+        ticks = [[(i, f"{'⊘ ' if s.startswith('ablated') else '⇥ ' if s else ''}{latent} {label[:22]}")
+                  for i, ((latent, _, label), s) in enumerate(zip(top, states))]]
         if ticks != self._ticks:  # re-laying out the axis is a large part of a repaint
             self._ticks = ticks
             self.bars_plot.getAxis("left").setTicks(ticks)
         self.table.setRowCount(len(top))
         for row, (latent, value, label) in enumerate(top):
-            for col, text in enumerate((str(latent), f"{value:.3f}", label)):
+            for col, text in enumerate((str(latent), f"{value:.3f}", label, states[row])):
                 item = self.table.item(row, col)
                 if item is None:
                     self.table.setItem(row, col, QTableWidgetItem(text))
@@ -180,14 +223,26 @@ class MetersPanel(QWidget):
         watched = self.model.watched
         for latent in [k for k in self.curves if k not in watched]:
             self.strip.removeItem(self.curves.pop(latent))
+            if latent in self.lone_points:
+                self.strip.removeItem(self.lone_points.pop(latent))
         for i, latent in enumerate(watched):
             if latent not in self.curves:
-                colour = COLOURS[i % len(COLOURS)]
+                colour = series_colour(i)
                 label = self.model.sae.label(latent)
                 # No point symbols: one per generated token made every repaint slower as the chat grew.
                 self.curves[latent] = self.strip.plot([], [], pen=pg.mkPen(colour, width=2),
                                                       name=f"{latent} {label[:18]}", connect="finite")
-            self.curves[latent].setData(positions.astype(np.float64), values[i].astype(np.float64))
+            xs, ys = positions.astype(np.float64), values[i].astype(np.float64)
+            self.curves[latent].setData(xs, ys)
+            finite = np.isfinite(ys)
+            before = np.concatenate([[False], finite[:-1]])
+            after = np.concatenate([finite[1:], [False]])
+            lone = finite & ~before & ~after  # [T]
+            dots = self.lone_points.get(latent)
+            if dots is None:
+                dots = self.lone_points[latent] = pg.ScatterPlotItem(size=6, pen=None, brush=series_colour(i))
+                self.strip.addItem(dots)
+            dots.setData(xs[lone], ys[lone])
 
     def _on_selected(self) -> None:
         self.actions.refresh()

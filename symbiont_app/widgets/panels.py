@@ -72,8 +72,15 @@ def _sae(session, parent):
     return SaePanel(session, parent)
 
 
+def _dashboard(session, parent):
+    from .dashboard import DashboardPanel
+
+    return DashboardPanel(session, parent)
+
+
 PANELS += [
     PanelSpec("meters", "Feature meters", "right", _meters),
+    PanelSpec("dashboard", "Feature dashboard", "right", _dashboard),
     PanelSpec("steering", "Steering", "right", _steering),
     PanelSpec("sae", "SAE", "right", _sae),
     PanelSpec("lens", "Lens / patching", "bottom", _lens),

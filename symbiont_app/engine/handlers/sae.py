@@ -44,6 +44,7 @@ def load_sae_into(state: EngineState, source: str, top_n: int = 8, hook_point: s
     from mlx_hooks.sae.formats import load_sae
     from mlx_hooks.sae.meters import FeatureMeter
 
+    from .sae_dashboard import merge_user_labels
     from .steering import _remove
 
     if state.loaded is None:
@@ -64,6 +65,7 @@ def load_sae_into(state: EngineState, source: str, top_n: int = 8, hook_point: s
     state.sae, state.sae_id = sae, sae.cfg.sae_id
     state.meter = FeatureMeter(sae, top_n=top_n, watch=watched)
     panels.sae_path, panels.records = str(path), records
+    merge_user_labels(state)  # the user's labels kept outside a read-only SAE folder
     state.changed()
     return sae, path, records, messages
 
@@ -109,6 +111,8 @@ def unload(state: EngineState, request, ctx: HandlerContext) -> None:
 def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerContext) -> None:
     from mlx_hooks.sae.features import visible
 
+    from .sae_dashboard import user_labels
+
     if state.sae is None:
         raise SymbiontError("no SAE loaded")
     latent = int(request.latent)
@@ -117,8 +121,10 @@ def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerCont
     labels = state.sae.labels
     label = str(labels[latent]) if labels is not None else ""
     records = panel_state(state).records
+    user = user_labels(state).get(latent, "")
+    auto = records.records[latent].auto_label if records is not None else ""
     if records is None:
-        ctx.emit(LatentRecord(request.request_id, latent=latent, label=label))
+        ctx.emit(LatentRecord(request.request_id, latent=latent, label=label, user_label=user))
         return
     r = records.records[latent]
     contexts = tuple(
@@ -130,6 +136,7 @@ def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerCont
         request.request_id, latent=latent, label=label, has_record=True, frequency=r.frequency,
         max_activation=r.max_activation, mean_activation=r.mean_activation, contexts=contexts,
         promoted=tuple((t.text, t.logit) for t in r.promoted), suppressed=tuple((t.text, t.logit) for t in r.suppressed),
+        auto_label=auto, user_label=user,
     ))
 
 
