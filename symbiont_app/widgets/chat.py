@@ -203,8 +203,8 @@ class ChatPanel(QWidget):
             self._refresh_buttons()
 
     def _on_models(self, what: str) -> None:
-        if what == "loaded" and not self.conversation.turns:
-            self.rerender()  # the welcome says whether a model is there
+        if what in ("loaded", "loading") and not self.conversation.turns:
+            self.rerender()  # the welcome says whether a model is there, or loading
         self._refresh_buttons()
 
     def _refresh_buttons(self) -> None:

@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatPanel(self.session)
         self.status = QLabel("no model loaded")
         self.status.setWordWrap(True)
+        self.status.setToolTip("The loaded model (name, dtype, fingerprint), or the load in progress")
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -88,6 +89,7 @@ class MainWindow(QMainWindow):
         # ⌘W on a Mac (Ctrl+W, Ctrl+F4 elsewhere): closing the only window quits the app.
         self.close_action = QAction("Close Window", self)
         self.close_action.setShortcuts(QKeySequence.keyBindings(QKeySequence.StandardKey.Close))
+        self.close_action.setToolTip("Close the window (quits the app; settings and layout are saved)")
         self.close_action.triggered.connect(self.close)
         self.addAction(self.close_action)
         self.resize(1400, 900)
