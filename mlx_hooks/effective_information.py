@@ -116,13 +116,27 @@ def _measures(t: np.ndarray) -> EffectiveInformation:
         effectiveness=ei / log_n if n > 1 else float("nan"), n_states=n, n_outputs=t.shape[1])
 
 
+def _batch_measures(tpms: np.ndarray) -> np.ndarray:
+    """:data:`MEASURES` of a stack of TPMs ``[B, n, m]`` → ``[B, 4]`` (the same formulas as :func:`_measures`)."""
+    n = tpms.shape[1]
+    mean_row_entropy = entropy_bits(tpms, axis=2).mean(axis=1)  # [B]
+    effect_entropy = entropy_bits(tpms.mean(axis=1), axis=1)  # [B]
+    log_n = np.log2(n)
+    ei = effect_entropy - mean_row_entropy
+    effectiveness = ei / log_n if n > 1 else np.full_like(ei, np.nan)
+    return np.stack([ei, log_n - mean_row_entropy, log_n - effect_entropy, effectiveness], axis=1)
+
+
 def check_samples(per_prompt) -> np.ndarray:
     """``per_prompt`` (``[prompts, states, outputs]``, each prompt's rows summing to 1) as float64."""
     t = np.asarray(per_prompt, dtype=np.float64)
     if t.ndim != 3 or min(t.shape) < 1:
         raise EffectiveInformationError(
             f"per-prompt transitions: expected [prompts, states, outputs], got shape {list(t.shape)}")
-    for k in range(t.shape[0]):
+    bad = ~np.isfinite(t).all(axis=(1, 2)) | (t < 0).any(axis=(1, 2)) | \
+        (np.abs(t.sum(axis=2) - 1.0) > ROW_SUM_TOLERANCE).any(axis=1)
+    if bad.any():  # name the first bad prompt and what is wrong with it
+        k = int(np.flatnonzero(bad)[0])
         check_tpm(t[k], f"per-prompt transitions, prompt {k}")
     return t
 
@@ -184,16 +198,17 @@ def _interval(values: np.ndarray, estimate: float, confidence: float, method: st
 
 
 def _estimator(t: np.ndarray, pooling: str):
-    """A function of prompt weights ``[P]`` → the four :data:`MEASURES` ``[4]``."""
+    """A function of prompt weights ``[B, P]`` → the four :data:`MEASURES` for each row, ``[B, 4]``."""
     if pooling == "pooled":
         def pooled(weights):
-            m = _measures(pooled_tpm(t, weights))
-            return np.array([getattr(m, name) for name in MEASURES])
+            tpms = (weights @ t.reshape(t.shape[0], -1)).reshape(len(weights), *t.shape[1:])  # [B, S, O]
+            tpms /= weights.sum(axis=1)[:, None, None]
+            return _batch_measures(tpms)
         return pooled
     if pooling != "conditional":
         raise EffectiveInformationError(f"pooling {pooling!r}: use {' or '.join(POOLINGS)}")
-    per = np.array([[getattr(m, name) for name in MEASURES] for m in map(_measures, t)])  # [P, 4]
-    return lambda weights: np.asarray(weights, np.float64) @ per / np.sum(weights)
+    per = _batch_measures(t)  # [P, 4]: each prompt's own TPM
+    return lambda weights: (weights @ per) / weights.sum(axis=1, keepdims=True)  # a weighted mean: all draws at once
 
 
 def _check_options(confidence: float, interval: str) -> None:
@@ -210,29 +225,47 @@ def bootstrap_ei(per_prompt, n_boot: int = 1000, confidence: float = 0.95, seed:
     t = check_samples(per_prompt)
     _check_options(confidence, interval)
     estimate = _estimator(t, pooling)
-    point = estimate(np.ones(t.shape[0]))
-    draws = np.array([estimate(w) for w in _resample_weights(t.shape[0], n_boot, seed)]).reshape(n_boot, len(MEASURES))
+    point = estimate(np.ones((1, t.shape[0])))[0]
+    draws = estimate(_resample_weights(t.shape[0], n_boot, seed))  # [n_boot, 4]
     n = t.shape[1]
     value = EffectiveInformation(*(float(v) for v in point), n_states=n, n_outputs=t.shape[2])
     intervals = {name: _interval(draws[:, k], point[k], confidence, interval) for k, name in enumerate(MEASURES)}
     return EIEstimate(value, intervals, t.shape[0], n_boot, confidence, interval, pooling)
 
 
+def bootstrap_contrast(samples, coefficients, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                       interval: str = "basic", pooling: str = "conditional") -> dict:
+    """Σ cᵢ·EI(samplesᵢ) in bits, where every ``samplesᵢ`` covers the *same* prompts (in the same
+    order), with a bootstrap interval that resamples the prompts once for all of them (so what
+    they share cancels): a difference between two scales, or a change between two checkpoints
+    of one scale against that of another. Returns ``{"value", "low", "high", "n_boot",
+    "confidence", "interval", "pooling"}``."""
+    arrays = [check_samples(s) for s in samples]
+    coefficients = [float(c) for c in coefficients]
+    if len(arrays) != len(coefficients) or not arrays:
+        raise EffectiveInformationError(f"contrast: {len(arrays)} sample sets but {len(coefficients)} coefficients")
+    if len({a.shape[0] for a in arrays}) != 1:
+        raise EffectiveInformationError(f"contrast: different numbers of prompts {[a.shape[0] for a in arrays]}")
+    _check_options(confidence, interval)
+    estimators = [_estimator(a, pooling) for a in arrays]
+    n = arrays[0].shape[0]
+
+    def combined(weights):  # [B, P] -> [B]
+        return sum(c * e(weights)[:, 0] for c, e in zip(coefficients, estimators))
+
+    value = float(combined(np.ones((1, n)))[0])
+    draws = combined(_resample_weights(n, n_boot, seed))
+    low, high = _interval(draws, value, confidence, interval)
+    return {"value": value, "low": low, "high": high, "n_boot": n_boot, "confidence": confidence,
+            "interval": interval, "pooling": pooling}
+
+
 def paired_difference(per_prompt_a, per_prompt_b, n_boot: int = 1000, confidence: float = 0.95,
                       seed: int = 0, interval: str = "basic", pooling: str = "conditional") -> dict:
-    """EI(a) − EI(b) in bits over the *same* prompts, with a bootstrap interval that resamples the
-    prompts once for both (so the prompt-to-prompt variation they share cancels).
-    Returns ``{"diff", "low", "high", "n_boot", "confidence", "interval", "pooling"}``."""
-    a, b = check_samples(per_prompt_a), check_samples(per_prompt_b)
-    if a.shape[0] != b.shape[0]:
-        raise EffectiveInformationError(f"paired difference: {a.shape[0]} prompts against {b.shape[0]}")
-    _check_options(confidence, interval)
-    ea, eb = _estimator(a, pooling), _estimator(b, pooling)
-    diff = float(ea(np.ones(a.shape[0]))[0] - eb(np.ones(a.shape[0]))[0])
-    draws = np.array([ea(w)[0] - eb(w)[0] for w in _resample_weights(a.shape[0], n_boot, seed)])
-    low, high = _interval(draws, diff, confidence, interval)
-    return {"diff": diff, "low": low, "high": high, "n_boot": n_boot, "confidence": confidence,
-            "interval": interval, "pooling": pooling}
+    """EI(a) − EI(b) over the same prompts (:func:`bootstrap_contrast` with coefficients 1, −1);
+    the value is under ``"diff"``."""
+    out = bootstrap_contrast([per_prompt_a, per_prompt_b], [1, -1], n_boot, confidence, seed, interval, pooling)
+    return {"diff": out.pop("value"), **out}
 
 
 def shuffle_states(per_prompt, seed: int = 0) -> np.ndarray:
@@ -257,6 +290,6 @@ def one_hot_outputs(choices: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return out, [int(v) for v in labels]
 
 
-__all__ = ["EIEstimate", "EffectiveInformation", "EffectiveInformationError", "INTERVALS", "MEASURES", "POOLINGS", "bootstrap_ei",
+__all__ = ["EIEstimate", "bootstrap_contrast", "EffectiveInformation", "EffectiveInformationError", "INTERVALS", "MEASURES", "POOLINGS", "bootstrap_ei",
            "check_tpm", "effective_information", "entropy_bits", "one_hot_outputs", "paired_difference",
            "pooled_tpm", "shuffle_states"]

@@ -11,7 +11,7 @@ import pytest
 
 from mlx_hooks import hooked
 from mlx_hooks.effective_information import (
-    EffectiveInformationError, bootstrap_ei, effective_information, entropy_bits, one_hot_outputs,
+    EffectiveInformationError, bootstrap_contrast, bootstrap_ei, effective_information, entropy_bits, one_hot_outputs,
     paired_difference, pooled_tpm, shuffle_states,
 )
 from mlx_hooks.interventions import ForwardContext
@@ -210,3 +210,21 @@ def test_transition_samples_of_an_overriding_intervention():
                                  classes={"A": [65], "B": [66]})
     assert classes.outputs == ["A", "B"] and np.allclose(classes.per_prompt.sum(-1), 1)
     assert (classes.per_prompt[:, 2, 0] > 0.99).all() and (classes.per_prompt[:, 1, 1] > 0.99).all()
+
+
+def test_a_contrast_of_changes_resamples_prompts_once():
+    """(A_after − A_before) − (B_after − B_before) on the same prompts: the closed-form value, and an
+    interval that excludes 0 when only A changed."""
+    rng = np.random.default_rng(7)
+    n_prompts, states = 50, 4
+    same = np.tile(rng.integers(0, 9, n_prompts)[:, None], (1, states))  # one output whatever the state
+    distinct = rng.integers(0, 9, n_prompts)[:, None] * 10 + np.arange(states)[None]  # every state its own
+    a_before, _ = one_hot_outputs(same)
+    a_after, _ = one_hot_outputs(distinct)
+    b, _ = one_hot_outputs(np.where(np.arange(states)[None] < 2, same, same + 100))  # 1 bit, before and after
+    out = bootstrap_contrast([a_after, a_before, b, b], [1, -1, -1, 1], n_boot=200)
+    assert out["value"] == pytest.approx(2.0) and out["low"] == pytest.approx(2.0) and out["high"] == pytest.approx(2.0)
+    noisy = bootstrap_contrast([a_after, b], [1, -1], n_boot=200, pooling="pooled")
+    assert noisy["low"] < noisy["value"] < noisy["high"]
+    with pytest.raises(EffectiveInformationError, match="different numbers of prompts"):
+        bootstrap_contrast([a_after, a_after[:10]], [1, -1])
