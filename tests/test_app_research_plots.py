@@ -97,3 +97,47 @@ def test_apply_to_chat_sets_the_chat_controls(qtbot, tmp_path, monkeypatch):
     assert window.chat.temp.value() == pytest.approx(1.4) and window.chat.min_p.value() == pytest.approx(0.1)
     assert window.chat.sampling_prefs().temp == pytest.approx(1.4)
     window.close()
+
+
+def test_lens_heatmap_colour_bar_labels_and_large_view(qtbot, tmp_path):
+    """A 31-layer × 32-position lens: a colour bar in probability, axes named, ticks thinned to what
+    fits the docked size (every layer labelled in the large view), the large view follows new data."""
+    from test_app_panels_gui import RecordingEngine
+
+    from symbiont_app.engine.panels_protocol import LensComputed
+    from symbiont_app.session.session import AppSession
+    from symbiont_app.session.settings import Settings
+    from symbiont_app.widgets.lens import LensPanel
+
+    session = AppSession(RecordingEngine(), Settings(path=tmp_path / "settings.json"))
+    panel = LensPanel(session)
+    qtbot.addWidget(panel)
+    P, T, k = 31, 32, 3
+    probs = np.random.default_rng(0).uniform(0, 1, (P, T, k)).astype(np.float32)
+    texts = tuple(tuple(tuple(f"w{p}.{t}.{j}" for j in range(k)) for t in range(T)) for p in range(P))
+
+    def lens(scale):
+        rid = panel.model.run_lens()
+        session.handle_event(LensComputed(rid, tuple(f"resid_post.{i}" for i in range(P)), np.arange(T) + 100,
+                                          tuple(f" t{t}" for t in range(T)), texts, probs * scale, probs[:, :, 0], "test"))
+
+    lens(1.0)
+    panel.resize(1590, 300)  # the docked size in a 1600 × 1000 window
+    panel.show()
+    qtbot.waitExposed(panel)
+    heatmap = panel.lens_map
+    assert heatmap.colour_bar.levels() == (0.0, 1.0) and "probability" in heatmap.colour_bar.getAxis("left").labelText
+    plot = heatmap.plot.getPlotItem()
+    assert plot.getAxis("left").labelText == "layer" and "position" in plot.getAxis("bottom").labelText
+    heatmap._apply_ticks()
+    labelled = [t for t in plot.getAxis("left")._tickLevels[0]]
+    assert 2 <= len(labelled) < P and labelled[0] == (0.5, "0")  # docked: every k-th layer, no overprint
+    view = heatmap.open_large()
+    qtbot.waitExposed(view)
+    view.map._apply_ticks()
+    assert len(view.map.plot.getPlotItem().getAxis("left")._tickLevels[0]) == P  # large: every layer
+    np.testing.assert_allclose(view.map.image.image, probs[:, :, 0].T)
+    lens(0.5)
+    np.testing.assert_allclose(view.map.image.image, 0.5 * probs[:, :, 0].T)  # it follows the next lens
+    assert panel.patch_map.colour_bar is not None and "logit difference" in panel.patch_map.colour_bar.getAxis("left").labelText
+    view.close()

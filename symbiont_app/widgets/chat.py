@@ -148,7 +148,8 @@ class ChatPanel(QWidget):
         self._rendered_turns = 0
         self._marked_turns: set[int] = set()
         self._unsubscribe = [self.conversation.subscribe(self._on_conversation), session.subscribe(self._on_session),
-                             session.models.subscribe(self._on_models)]
+                             session.models.subscribe(self._on_models),
+                             session.settings.subscribe(self._on_settings)]
         self.rerender()
         self._refresh_buttons()
 
@@ -198,6 +199,13 @@ class ChatPanel(QWidget):
         return text
 
     # -- rendering -------------------------------------------------------------------------------------
+    def _on_settings(self, what: str) -> None:
+        if what == "sampling":  # another panel set the sampling settings (the what-if view's "Apply")
+            prefs = self.session.settings.data.sampling
+            self.temp.setValue(prefs.temp)
+            self.top_p.setValue(prefs.top_p)
+            self.min_p.setValue(prefs.min_p)
+
     def _on_session(self, what: str) -> None:
         if what == "busy":
             self._refresh_buttons()

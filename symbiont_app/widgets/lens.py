@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+    QAbstractItemView, QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
     QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -61,22 +61,37 @@ class CellTexts(pg.GraphicsObject):
 
 
 class Heatmap(QWidget):
-    """An ImageItem over a grid with optional text per cell; all items made once, updated in place."""
+    """An ImageItem over a grid with a colour bar and optional text per cell; all items made once, updated in place."""
 
-    def __init__(self, title: str, colormap: str, dark_text_always: bool = False, parent=None):
+    def __init__(self, title: str, colormap: str, dark_text_always: bool = False, *, row_label: str = "",
+                 column_label: str = "", colour_label: str = "", parent=None):
         super().__init__(parent)
         self.dark_text_always = dark_text_always
+        self.title, self.colormap, self.colour_label = title, colormap, colour_label
+        self.row_label, self.column_label = row_label, column_label
         self.plot = pg.PlotWidget(title=title)
         self.plot.invertY(True)
         self.plot.setMenuEnabled(False)
+        self.plot.setLabel("left", row_label)
+        self.plot.setLabel("bottom", column_label)
+        self.plot.getAxis("bottom").setHeight(52)  # two-line column ticks (position, token) above the axis title
+        self._row_ticks: list[tuple[float, str]] = []
+        self._column_ticks: list[tuple[float, str]] = []
         self.image = pg.ImageItem()
         self.image.setColorMap(pg.colormap.get(colormap))
         self.plot.addItem(self.image)
+        # The colour scale beside the map: what a colour means, in the plotted quantity's units.
+        self.colour_bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get(colormap), label=colour_label,
+                                          interactive=False, width=14)
+        self.colour_bar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
         self.texts = CellTexts()
         self.plot.addItem(self.texts)
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#ff00ff", width=2))
         self.marker.hide()
         self.plot.addItem(self.marker)
+        self.last_data: tuple | None = None
+        """The arguments of the last :meth:`set_data` (a large view redraws from them)."""
+        self.large_view: QWidget | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot)
@@ -84,16 +99,33 @@ class Heatmap(QWidget):
     def set_data(self, values: np.ndarray, levels: tuple[float, float], rows: list[str], columns: list[str],
                  cells: list[list[str]] | None = None) -> None:
         """``values`` is ``[rows, columns]``; ``cells`` the text of each cell (same shape) or None."""
+        self.last_data = (values, levels, rows, columns, cells)
         n_rows, n_cols = values.shape
         self.image.setImage(values.T.astype(np.float32), levels=levels)  # ImageItem's x is its first axis
-        self.plot.getAxis("left").setTicks([[(i + 0.5, r) for i, r in enumerate(rows)]])
-        self.plot.getAxis("bottom").setTicks([[(j + 0.5, c) for j, c in enumerate(columns)]])
+        self.colour_bar.setLevels(levels)
+        self._row_ticks = [(i + 0.5, r) for i, r in enumerate(rows)]
+        self._column_ticks = [(j + 0.5, c) for j, c in enumerate(columns)]
+        self._apply_ticks()
         threshold = levels[0] + 0.6 * (levels[1] - levels[0])
         texts = [] if cells is None else [
             (j + 0.5, i + 0.5, cells[i][j], self.dark_text_always or bool(values[i, j] > threshold))
             for i in range(n_rows) for j in range(n_cols)]
         self.texts.set_cells(texts, n_rows, n_cols)
         self.plot.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
+        if self.large_view is not None and self.large_view.isVisible():
+            self.large_view.map.set_data(*self.last_data)
+
+    def _apply_ticks(self) -> None:
+        """Label as many rows / columns as fit the map's size in pixels (every k-th; the rest get a bare tick)."""
+        box = self.plot.getViewBox().sceneBoundingRect()
+        rows = max(2, int(box.height() // 13)) if box.height() > 0 else 16
+        columns = max(2, int(box.width() // 56)) if box.width() > 0 else 16
+        self.plot.getAxis("left").setTicks(_thinned(self._row_ticks, rows))
+        self.plot.getAxis("bottom").setTicks(_thinned(self._column_ticks, columns))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._apply_ticks()
 
     def mark_column(self, column: int | None) -> None:
         if column is None:
@@ -101,6 +133,31 @@ class Heatmap(QWidget):
         else:
             self.marker.setValue(column + 0.5)
             self.marker.show()
+
+    def open_large(self) -> QWidget:
+        """The same map in its own window at a size where every cell's text and every tick is readable."""
+        if self.large_view is None:
+            view = QWidget(self, Qt.Window)
+            view.setWindowTitle(self.title)
+            view.map = Heatmap(self.title, self.colormap, self.dark_text_always, row_label=self.row_label,
+                               column_label=self.column_label, colour_label=self.colour_label)
+            view.map.texts.font.setPointSize(9)
+            QVBoxLayout(view).addWidget(view.map)
+            view.resize(1400, 900)
+            self.large_view = view
+        if self.last_data is not None:
+            self.large_view.map.set_data(*self.last_data)
+            self.large_view.map.mark_column(None if not self.marker.isVisible() else int(self.marker.value() - 0.5))
+        self.large_view.show()
+        self.large_view.raise_()
+        return self.large_view
+
+
+def _thinned(ticks: list[tuple[float, str]], most: int) -> list[list[tuple[float, str]]]:
+    """Tick levels with at most ``most`` labelled (every k-th), the rest as unlabelled minor ticks:
+    at a docked size 30 layer names overprinted one another."""
+    step = max(1, -(-len(ticks) // most))
+    return [ticks[::step], [(x, "") for i, (x, _) in enumerate(ticks) if i % step]]
 
 
 class LensPanel(QWidget):
@@ -130,11 +187,15 @@ class LensPanel(QWidget):
         self.auto.setChecked(self.model.auto_update)
         self.auto.toggled.connect(lambda on: setattr(self.model, "auto_update", on))
         self.run_button.clicked.connect(lambda: self.model.run_lens(self.positions.value()))
+        self.lens_large = QPushButton("Large view")
+        self.lens_large.setToolTip("Open the lens map in its own window, large enough to read every cell")
+        self.lens_large.clicked.connect(lambda: self.lens_map.open_large())
         controls = QHBoxLayout()
-        for w in (self.run_button, QLabel("last positions"), self.positions, self.auto):
+        for w in (self.run_button, QLabel("last positions"), self.positions, self.auto, self.lens_large):
             controls.addWidget(w)
         controls.addStretch(1)
-        self.lens_map = Heatmap("logit lens: top token per layer and position (colour = its probability)", "viridis")
+        self.lens_map = Heatmap("logit lens: top token per layer and position", "viridis", row_label="layer",
+                                column_label="position · token there", colour_label="probability of the top token")
         self.lens_map.plot.scene().sigMouseClicked.connect(self._lens_clicked)
         self.column = QTableWidget(0, 1)
         self.column.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -208,17 +269,33 @@ class LensPanel(QWidget):
         self.kind.addItems(["resid_pre", "resid_post", "attn_out", "mlp_out", "attn_z", "mlp_hidden"])
         self.patch_button = QPushButton("Patch every layer × position")
         self.patch_button.clicked.connect(self.run_patching)
-        form = QFormLayout()
-        form.addRow("clean prompt", self.clean)
-        form.addRow("corrupted prompt (same token count)", self.corrupted)
-        form.addRow("clean answer token", self.clean_answer)
-        form.addRow("corrupted answer token", self.corrupted_answer)
-        form.addRow("patch", self.kind)
-        self.patch_map = Heatmap("patched logit difference (1 = clean restored, 0 = corrupted)", "CET-D1", dark_text_always=True)
+        # Two compact rows (prompt | answer), so the map keeps most of a docked panel's height.
+        form = QGridLayout()
+        form.addWidget(QLabel("clean prompt"), 0, 0)
+        form.addWidget(self.clean, 0, 1)
+        form.addWidget(QLabel("answer"), 0, 2)
+        form.addWidget(self.clean_answer, 0, 3)
+        form.addWidget(QLabel("corrupted (same token count)"), 1, 0)
+        form.addWidget(self.corrupted, 1, 1)
+        form.addWidget(QLabel("answer"), 1, 2)
+        form.addWidget(self.corrupted_answer, 1, 3)
+        form.setColumnStretch(1, 3)
+        form.setColumnStretch(3, 1)
+        self.patch_map = Heatmap("activation patching: clean activation patched into the corrupted run", "CET-D1",
+                                 dark_text_always=True, row_label="layer", column_label="position · token (clean→corrupted where they differ)",
+                                 colour_label="patched logit difference (1 = clean restored, 0 = corrupted)")
         page = QWidget()
         layout = QVBoxLayout(page)
+        self.patch_large = QPushButton("Large view")
+        self.patch_large.setToolTip("Open the patching map in its own window, large enough to read every cell")
+        self.patch_large.clicked.connect(lambda: self.patch_map.open_large())
+        buttons = QHBoxLayout()
+        buttons.addWidget(QLabel("patch"))
+        buttons.addWidget(self.kind)
+        buttons.addWidget(self.patch_button, 1)
+        buttons.addWidget(self.patch_large)
         layout.addLayout(form)
-        layout.addWidget(self.patch_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.patch_map, 1)
         return page
 
