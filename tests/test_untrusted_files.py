@@ -205,3 +205,30 @@ def test_a_non_utf8_line_in_the_chat_repl_is_refused_and_the_repl_goes_on(tiny_f
     assert main(["chat", "--model", str(tiny_folder), "--max-tokens", "2", "--temp", "0"]) == 0
     captured = capsys.readouterr()
     assert "input: not valid UTF-8 text" in captured.err
+
+
+# -- model config.json --------------------------------------------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": "576x"}, "hidden_size: expected a whole number above 0, got '576x'"),
+    ({"hidden_size": "64"}, "hidden_size: expected a whole number above 0, got '64'"),
+    ({"num_attention_heads": 0}, "num_attention_heads: expected a whole number above 0, got 0"),
+    ({"num_hidden_layers": 2.5}, "num_hidden_layers: expected a whole number above 0, got 2.5"),
+    ({"rms_norm_eps": -1e-5}, "rms_norm_eps: expected a finite number above 0, got -1e-05"),
+    ({"num_attention_heads": 4, "num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of"),
+])
+def test_bad_config_values_are_refused_naming_the_file_and_key(tmp_path, change, message):
+    import json
+    import shutil
+
+    from conftest import save_tiny_folder
+
+    from mlx_hooks.errors import ModelLoadError
+    from mlx_hooks.loader import load_model
+
+    folder = save_tiny_folder(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(folder))
+    assert str(folder / "config.json") in str(info.value) and message in str(info.value), str(info.value)
+    shutil.rmtree(folder)
