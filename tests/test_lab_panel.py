@@ -43,7 +43,9 @@ def test_commands_for_each_experiment(tmp_path):
     model.extra_args = "--seeds 'unclosed"
     with pytest.raises(LabInputError, match="extra options"):
         model.command()
-    assert set(EXPERIMENTS) == {"aux-logits", "negation", "subliminal", "inversion"}
+    assert set(EXPERIMENTS) == {"aux-logits", "negation", "subliminal", "inversion", "emergence"}
+    model.experiment, model.config_path, model.extra_args = "emergence", "", "--p 13"
+    assert model.command()[3:] == ["lab", "emergence", "--out", str(tmp_path / "a"), "--p", "13"]
 
 
 def test_progress_is_tailed_into_fraction_and_curves(tmp_path):
@@ -64,6 +66,12 @@ def test_progress_is_tailed_into_fraction_and_curves(tmp_path):
     assert model.poll() and model.stage == "students" and model.fraction == 1.0
     assert model.curve_groups() == {"loss": ["loss"], "accuracy": ["teacher_accuracy", "same_init_accuracy"]}
     assert "progress" in seen
+    # a "step" metric is the x of the record's other metrics; "group: curve" names share a plot
+    log.emit("train", 10, 10, "", step=250, **{"accuracy: main test": 0.75, "weight norm: main": 30.0,
+                                              "weight norm: control": 41.0})
+    assert model.poll() and model.series["weight norm: main"] == ([250.0], [30.0]) and "step" not in model.series
+    assert model.curve_groups()["weight norm"] == ["weight norm: main", "weight norm: control"]
+    assert "accuracy: main test" in model.curve_groups()["accuracy"]
 
     (tmp_path / "report.md").write_text("# Report\n| m | seeds |\n")
     (tmp_path / "plots").mkdir()

@@ -53,9 +53,13 @@ EXPERIMENTS: dict[str, LabExperiment] = {e.name: e for e in (
                   True, "summary.md"),
     LabExperiment("inversion", "Inversion: wrong teachers → blind students (default config; ~1 h)", ("lab", "inversion"),
                   False, "summary.md"),
+    LabExperiment("emergence", "Emergence: grokking live + effective information (~30 min)", ("lab", "emergence"),
+                  False, "summary.md"),
 )}
 
 STATES = ("idle", "running", "cancelling", "finished", "failed", "cancelled")
+STEP_METRIC = "step"
+"""A progress record's metric with this name is the x of its other metrics (else the record's number)."""
 
 
 def lab_program() -> tuple[str, list[str]]:
@@ -220,19 +224,25 @@ class LabModel(Observable):
             if isinstance(done, (int, float)) and isinstance(total, (int, float)):
                 self.done, self.total = float(done), float(total)
             self.stage, self.message = str(record.get("stage", "")), str(record.get("message", ""))
-            for name, value in (record.get("metrics") or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics = record.get("metrics") or {}
+            # a lab may give the record's x itself (a training step): then it is the x, not a curve
+            step = metrics.get(STEP_METRIC)
+            x = float(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else float(self._records)
+            for name, value in metrics.items():
+                if name != STEP_METRIC and isinstance(value, (int, float)) and not isinstance(value, bool):
                     xs, ys = self.series.setdefault(name, ([], []))
-                    xs.append(float(self._records))
+                    xs.append(x)
                     ys.append(float(value))
         self.notify("progress")
         return True
 
     def curve_groups(self) -> dict[str, list[str]]:
-        """Metrics grouped for one plot each: every ``*accuracy*`` together, every ``*loss*``, others alone."""
+        """Metrics grouped for one plot each: ``"<group>: <curve>"`` names by group, then every
+        ``*accuracy*`` together, every ``*loss*``, others alone."""
         groups: dict[str, list[str]] = {}
         for name in self.series:
-            key = "accuracy" if "acc" in name else "loss" if "loss" in name else name
+            group, sep, _ = name.partition(": ")
+            key = group if sep else "accuracy" if "acc" in name else "loss" if "loss" in name else name
             groups.setdefault(key, []).append(name)
         return groups
 

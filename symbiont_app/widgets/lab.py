@@ -88,7 +88,7 @@ class LabPanel(QWidget):
         self.group = QComboBox()
         self.group.currentIndexChanged.connect(self._show_group)
         self.plot = pg.PlotWidget()
-        self.plot.setLabel("bottom", "progress record")
+        self.plot.setLabel("bottom", "step (labs that report one), else progress record")
         self.plot.showGrid(y=True, alpha=0.3)
         self.plot.getAxis("left").enableAutoSIPrefix(False)  # accuracies in 0..1 read as they are
         self.legend = self.plot.addLegend(offset=(5, 5))
