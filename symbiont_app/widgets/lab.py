@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from ..bundle import dialog_folder, lab_runs_dir
 from ..session.lab import EXPERIMENTS, LabInputError, LabModel
+from ..session.lab_catalog import ProgressClock, describe, shipped_configs
 
 POLL_MS = 300
 KILL_AFTER_MS = 5000
@@ -57,8 +58,20 @@ class LabPanel(QWidget):
         config_row = QHBoxLayout()
         config_row.addWidget(self.config, 1)
         config_row.addWidget(self.config_button)
+        self.shipped = QComboBox()
+        self.shipped.setToolTip("The example configurations shipped with Symbiont")
+        self.shipped.addItem("shipped examples…", "")
+        for config in shipped_configs():
+            self.shipped.addItem(config.name, str(config.path))
+            self.shipped.setItemData(self.shipped.count() - 1, config.comment, Qt.ItemDataRole.ToolTipRole)
+        self.shipped.currentIndexChanged.connect(self._shipped_chosen)
+        config_row.addWidget(self.shipped)
+        self.about = QLabel("")
+        self.about.setWordWrap(True)
+        self.about.setTextFormat(Qt.TextFormat.PlainText)
         self.extra = QLineEdit(placeholderText="more options, e.g. --seeds 3")
         form.addRow("experiment", self.experiment)
+        form.addRow("", self.about)
         form.addRow("run folder", out_row)
         form.addRow("config", config_row)
         form.addRow("options", self.extra)
@@ -74,12 +87,15 @@ class LabPanel(QWidget):
             buttons.addWidget(button)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.clock = ProgressClock()
+        self.eta = QLabel("")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         left = QVBoxLayout(controls)
         left.addLayout(form)
         left.addLayout(buttons)
         left.addWidget(self.progress)
+        left.addWidget(self.eta)
         left.addWidget(self.status)
         left.addStretch(1)
 
@@ -180,6 +196,8 @@ class LabPanel(QWidget):
         process.finished.connect(lambda code, status: self._finished(process, code, status))
         process.errorOccurred.connect(lambda error: self._error(process, error))
         self.process = process
+        self.clock = ProgressClock()  # ETA from this (re)start's rate: a resumed run starts part-way
+        self.eta.setText("")
         self._clear_curves()
         self.model.started(command)
         self.model.append_output("$ " + " ".join(command) + "\n")
@@ -221,6 +239,25 @@ class LabPanel(QWidget):
         spec = EXPERIMENTS[self.experiment.currentData()]
         self.config.setEnabled(spec.needs_config)
         self.config_button.setEnabled(spec.needs_config)
+        self.shipped.setEnabled(spec.needs_config and self.shipped.count() > 1)
+        self._show_about()
+
+    def _show_about(self) -> None:
+        spec = EXPERIMENTS[self.experiment.currentData()]
+        info = describe(spec)
+        text = info.description or spec.title
+        text += f"\nDuration: {info.duration or 'not measured yet'}."
+        chosen = self.shipped.currentData()
+        if spec.needs_config and chosen:
+            comment = self.shipped.itemData(self.shipped.currentIndex(), Qt.ItemDataRole.ToolTipRole)
+            text += f"\nConfiguration {self.shipped.currentText()}: {comment}"
+        self.about.setText(text)
+
+    def _shipped_chosen(self) -> None:
+        path = self.shipped.currentData()
+        if path:
+            self.config.setText(path)
+        self._show_about()
 
     # -- updates ----------------------------------------------------------------------------------------------
     def _on_model(self, what: str) -> None:
@@ -243,6 +280,8 @@ class LabPanel(QWidget):
                  "finished": f"finished: {m.run_dir}", "failed": f"failed (exit code {m.exit_code}): see Output",
                  "cancelled": "cancelled: Resume continues where it stopped"}
         self.status.setText(words[m.state] + (f"\n{m.stage}: {m.message}" if m.stage and m.running else ""))
+        if not m.running and m.total:
+            self.eta.setText(f"overall: {m.fraction:.0%} done")
 
     def _clear_curves(self) -> None:
         for item in self._curves.values():
@@ -254,7 +293,11 @@ class LabPanel(QWidget):
     def _on_progress(self) -> None:
         m = self.model
         self.progress.setValue(int(1000 * m.fraction))
-        self.progress.setFormat(f"{m.done:g} / {m.total:g}" if m.total else "")
+        self.progress.setFormat(f"{m.fraction:.0%}  ({m.done:g} / {m.total:g})" if m.total else "")
+        if m.running and m.total:
+            self.clock.update(m.fraction)
+            self.eta.setText("overall: " + self.clock.describe())
+
         for name, (xs, ys) in m.series.items():
             item = self._curves.get(name)
             if item is None:  # made once per metric; later records only setData
