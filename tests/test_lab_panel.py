@@ -60,7 +60,9 @@ def test_progress_is_tailed_into_fraction_and_curves(tmp_path):
     with open(tmp_path / PROGRESS_FILE, "ab") as handle:
         handle.write(b'{"stage": "half a li')  # still being written
     assert model.poll() and model.fraction == pytest.approx(0.4)
-    assert model.series == {"loss": ([2.0], [1.5]), "teacher_accuracy": ([2.0], [0.5])}
+    # x: the run's own progress count (4 of 10), not the record's number
+    assert model.series == {"loss": ([4.0], [1.5]), "teacher_accuracy": ([4.0], [0.5])}
+    assert model.x_label.startswith("run progress")
     assert not model.poll()  # nothing complete since
     log.emit("students", 10, 10, "epoch 1", loss=0.5, same_init_accuracy=0.3)
     assert model.poll() and model.stage == "students" and model.fraction == 1.0
@@ -70,6 +72,7 @@ def test_progress_is_tailed_into_fraction_and_curves(tmp_path):
     log.emit("train", 10, 10, "", step=250, **{"accuracy: main test": 0.75, "weight norm: main": 30.0,
                                               "weight norm: control": 41.0})
     assert model.poll() and model.series["weight norm: main"] == ([250.0], [30.0]) and "step" not in model.series
+    assert model.x_label == "step"
     assert model.curve_groups()["weight norm"] == ["weight norm: main", "weight norm: control"]
     assert "accuracy: main test" in model.curve_groups()["accuracy"]
 

@@ -58,8 +58,9 @@ EXPERIMENTS: dict[str, LabExperiment] = {e.name: e for e in (
 )}
 
 STATES = ("idle", "running", "cancelling", "finished", "failed", "cancelled")
+PROGRESS_X_LABEL = "run progress (the lab's own count: optimizer steps, seeds, responses…)"
 STEP_METRIC = "step"
-"""A progress record's metric with this name is the x of its other metrics (else the record's number)."""
+"""A progress record's metric with this name is the x of its other metrics (else the run's progress count)."""
 
 
 def lab_program() -> tuple[str, list[str]]:
@@ -205,7 +206,9 @@ class LabModel(Observable):
         self._records = 0
         self.done, self.total, self.stage, self.message = 0.0, 0.0, "", ""
         self.series: dict[str, tuple[list[float], list[float]]] = {}
-        """Metric name → (record number, value) over the run's progress records."""
+        """Metric name → (x, value) over the run's progress records (x: see :attr:`x_label`)."""
+        self.x_label = PROGRESS_X_LABEL
+        """What the curves' x is: ``step`` when the lab reports one, else its progress count."""
 
     @property
     def fraction(self) -> float:
@@ -227,7 +230,10 @@ class LabModel(Observable):
             metrics = record.get("metrics") or {}
             # a lab may give the record's x itself (a training step): then it is the x, not a curve
             step = metrics.get(STEP_METRIC)
-            x = float(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else float(self._records)
+            if isinstance(step, (int, float)) and not isinstance(step, bool):
+                x, self.x_label = float(step), "step"
+            else:  # the run's own progress count (optimizer steps, seeds, responses...): never a record number
+                x = self.done if isinstance(done, (int, float)) else float(self._records)
             for name, value in metrics.items():
                 if name != STEP_METRIC and isinstance(value, (int, float)) and not isinstance(value, bool):
                     xs, ys = self.series.setdefault(name, ([], []))

@@ -22,11 +22,11 @@ from PySide6.QtWidgets import (
 from ..bundle import dialog_folder, lab_runs_dir
 from ..session.lab import EXPERIMENTS, LabInputError, LabModel
 from ..session.lab_catalog import ProgressClock, describe, shipped_configs
+from .theme import series_colour
 
 POLL_MS = 300
 KILL_AFTER_MS = 5000
 """A cancelled run gets this long to exit after SIGTERM before it is killed."""
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
 class LabPanel(QWidget):
@@ -104,7 +104,7 @@ class LabPanel(QWidget):
         self.group = QComboBox()
         self.group.currentIndexChanged.connect(self._show_group)
         self.plot = pg.PlotWidget()
-        self.plot.setLabel("bottom", "step (labs that report one), else progress record")
+        self.plot.setLabel("bottom", self.model.x_label)
         self.plot.showGrid(y=True, alpha=0.3)
         self.plot.getAxis("left").enableAutoSIPrefix(False)  # accuracies in 0..1 read as they are
         self.legend = self.plot.addLegend(offset=(5, 5))
@@ -301,7 +301,7 @@ class LabPanel(QWidget):
         for name, (xs, ys) in m.series.items():
             item = self._curves.get(name)
             if item is None:  # made once per metric; later records only setData
-                colour = COLOURS[len(self._curves) % len(COLOURS)]
+                colour = series_colour(len(self._curves))
                 item = self.plot.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=4,
                                       symbolBrush=colour, name=name)
                 self._curves[name] = item
@@ -321,6 +321,7 @@ class LabPanel(QWidget):
         for name, item in self._curves.items():
             item.setVisible(name in names)
         self.plot.setLabel("left", self.group.currentText())
+        self.plot.setLabel("bottom", self.model.x_label)
         self.plot.enableAutoRange()  # fit the shown curves only
 
     def _on_report(self) -> None:
