@@ -149,27 +149,32 @@ def grokking_verdicts(arms: dict, progress: dict | None) -> list[dict]:
                          f"test ≥ 0.99 at step {_step(t_test)}",
                  "published": "test jumps 10³–10⁵ steps after train saturates",
                  "verdict": "yes" if gap else "partly" if t_test is not None else "no"})
+    no_jump = "n/a (the main arm did not reach test accuracy 0.99: nothing to compare with)"
     nowd = arms.get("no_weight_decay")
-    if nowd and t_test is not None:
+    if nowd:
         n = nowd["milestones"]
-        final = n["final"]["test_accuracy"] if n["final"] else None
-        long_enough = n["steps"] >= 1.5 * t_test
-        verdict = ("yes" if (final is not None and final < 0.9 and n["test_99"] is None and long_enough)
-                   else "partly" if n["test_99"] is None or n["test_99"] > t_test else "no")
-        rows.append({"effect": "without weight decay the jump does not come",
-                     "ours": f"test accuracy {final:.3f} after {n['steps']} steps" + (
-                         f" (reached 0.99 at {n['test_99']})" if n["test_99"] is not None else ""),
+        final = n["final"]["test_accuracy"] if n["final"] else float("nan")
+        ours = f"test accuracy {final:.3f} after {n['steps']} steps" + (
+            f" (reached 0.99 at {n['test_99']})" if n["test_99"] is not None else "")
+        if t_test is None:
+            verdict = no_jump
+        else:
+            long_enough = n["steps"] >= 1.5 * t_test
+            verdict = ("yes" if final < 0.9 and n["test_99"] is None and long_enough
+                       else "partly" if n["test_99"] is None or n["test_99"] > t_test else "no")
+        rows.append({"effect": "without weight decay the jump does not come", "ours": ours,
                      "published": "weight decay matters most (Power et al.)", "verdict": verdict})
     large = arms.get("large_fraction")
-    if large and t_test is not None and t_train is not None:
+    if large:
         g = large["milestones"]
         delay = (g["test_99"] - g["train_99"]) if g["test_99"] is not None and g["train_99"] is not None else None
-        main_delay = t_test - t_train
-        rows.append({"effect": "with a large training fraction the delay disappears",
-                     "ours": f"delay {delay} steps (main arm {main_delay})" if delay is not None else "test never reached 0.99",
-                     "published": "more data, earlier generalisation (Power et al.)",
-                     "verdict": "yes" if delay is not None and delay <= main_delay / 3
-                     else "partly" if delay is not None and delay < main_delay else "no"})
+        main_delay = t_test - t_train if t_test is not None and t_train is not None else None
+        ours = (f"delay {delay} steps" if delay is not None else "test never reached 0.99") + (
+            f" (main arm {main_delay})" if main_delay is not None else "")
+        verdict = (no_jump if main_delay is None else "yes" if delay is not None and delay <= main_delay / 3
+                   else "partly" if delay is not None and delay < main_delay else "no")
+        rows.append({"effect": "with a large training fraction the delay disappears", "ours": ours,
+                     "published": "more data, earlier generalisation (Power et al.)", "verdict": verdict})
     if progress and "grokking" in progress:
         points = progress["grokking"]["checkpoints"]
         restricted = first_step(points, "restricted_loss", LOSS_FALLEN, below=True)
