@@ -15,6 +15,7 @@ from ..bundle import dialog_folder
 from ..session.meters import MetersModel
 from ..session.sae import SaeModel
 from .meters import record_html
+from .theme import series_colour
 
 
 class SaePanel(QWidget):
@@ -191,10 +192,13 @@ class SaePanel(QWidget):
         self.progress_label = QLabel("")
         self.metrics_plot = pg.PlotWidget(title="training: variance explained, L0 / k, dead fraction")
         self.metrics_plot.addLegend(offset=(5, 5))
-        self.metrics_plot.setLabel("bottom", "step")
-        self.ve_curve = self.metrics_plot.plot([], [], pen=pg.mkPen("#2ca02c", width=2), name="variance explained")
-        self.l0_curve = self.metrics_plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), name="L0 / k")
-        self.dead_curve = self.metrics_plot.plot([], [], pen=pg.mkPen("#d62728", width=2), name="dead fraction")
+        self.metrics_plot.setLabel("bottom", "training step")
+        self.metrics_plot.setLabel("left", "fraction (variance explained can start below 0)")
+        self.metrics_plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.metrics_plot.showGrid(y=True, alpha=0.25)
+        self.ve_curve = self.metrics_plot.plot([], [], pen=pg.mkPen(series_colour(2), width=2), name="variance explained")
+        self.l0_curve = self.metrics_plot.plot([], [], pen=pg.mkPen(series_colour(0), width=2), name="L0 / k")
+        self.dead_curve = self.metrics_plot.plot([], [], pen=pg.mkPen(series_colour(1), width=2), name="dead fraction")
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -222,7 +226,9 @@ class SaePanel(QWidget):
 
     # -- updates -------------------------------------------------------------------------------------------
     def _on_model(self, what: str) -> None:
-        if what == "sae":
+        if what == "labels":
+            self._search(self.search.text())
+        elif what == "sae":
             self._on_sae()
         elif what == "available":
             self._show_available()
