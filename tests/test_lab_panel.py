@@ -173,3 +173,22 @@ def test_frozen_entry_runs_cli_sub_commands(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--cli", "lab", "aux-logits", "--help"])
     assert info.value.code == 0 and "--mnist DIR" in capsys.readouterr().out
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_panel_runs_emergence_with_curves_against_the_training_step(panel, qtbot, tmp_path):
+    widget, session = panel
+    widget.experiment.setCurrentIndex(widget.experiment.findData("emergence"))
+    widget.out.setText(str(tmp_path / "run"))
+    widget.extra.setText("--p 11 --steps 60 --no-language-model --prompts 16 --n-boot 50 --quiet")
+    widget.start()
+    qtbot.waitUntil(lambda: widget.model.state == "finished", timeout=180_000)
+    assert session.last_error is None, session.last_error
+    xs, ys = widget.model.series["accuracy: grokking test"]
+    assert xs == [0.0, 50.0, 60.0] and len(ys) == 3  # x is the step the lab reported
+    groups = widget.model.curve_groups()
+    assert {"accuracy", "log10 loss", "weight norm", "Fourier sparsity", "EI bits"} <= set(groups)
+    assert len(groups["weight norm"]) == 3  # one curve per arm, in one plot
+    assert "## Did the published grokking effects reproduce?" in widget.model.report_text
+    assert "accuracy.png" in [widget.plot_choice.itemText(i) for i in range(widget.plot_choice.count())]
