@@ -87,7 +87,7 @@ def ei_entry(choices, n_boot: int) -> dict:
 
 def comparison(verdict_of: str, a, b, n_boot: int) -> dict:
     d = bootstrap_contrast([_samples(a), _samples(b)], [1, -1], n_boot)
-    d["verdict"] = "yes" if d["low"] > 0 else f"no — {verdict_of} has more" if d["high"] < 0 else "no detectable difference"
+    d["verdict"] = _sign_verdict(d, verdict_of)
     return d
 
 
@@ -114,7 +114,34 @@ def grok_ei_summary(folder: RunFolder, arm: str, records: list, config: Emergenc
                                        _samples(after[m]["choices"]), _samples(before[m]["choices"])],
                                       [1, -1, -1, 1], config.n_boot) for m in GROK_MICRO}
         out["transition"] = {"before": pre[-1], "after": post[0], "gain": gains, "macro_gain_minus_micro_gain": more}
+    out["verdicts"] = grok_ei_verdicts(out)
     return out
+
+
+def _sign_verdict(d: dict, other: str = "") -> str:
+    return "yes" if d["low"] > 0 else (f"no — {other} has more" if other else "no — it fell") if d["high"] < 0 \
+        else "no detectable difference"
+
+
+def grok_ei_verdicts(data: dict) -> list[dict]:
+    """Macro (Fourier) against micro and random at the last checkpoint, and across the transition."""
+    rows = []
+    if data["checkpoints"]:
+        last = data["checkpoints"][-1]
+        for other, d in last["macro_minus"].items():
+            rows.append({"effect": f"Fourier features carry more EI than {other} (step {last['step']})",
+                         "ours": f"{d['value']:+.2f} bits [{d['low']:+.2f}, {d['high']:+.2f}]",
+                         "verdict": _sign_verdict(d, other)})
+    t = data.get("transition")
+    if t:
+        g = t["gain"][GROK_MACRO]
+        rows.append({"effect": f"Fourier EI rises across the transition (step {t['before']} → {t['after']})",
+                     "ours": f"{g['value']:+.2f} bits [{g['low']:+.2f}, {g['high']:+.2f}]", "verdict": _sign_verdict(g)})
+        for other, d in t["macro_gain_minus_micro_gain"].items():
+            rows.append({"effect": f"... by more than the EI of {other}",
+                         "ours": f"{d['value']:+.2f} bits [{d['low']:+.2f}, {d['high']:+.2f}]",
+                         "verdict": _sign_verdict(d, f"{other}'s gain")})
+    return rows
 
 
 def model_ei_summary(folder: RunFolder, config: EmergenceConfig) -> dict | None:

@@ -97,8 +97,12 @@ def _grok_ei_section(summary: dict) -> list[str]:
             lines.append(f"| {row['step']} | {_n(row['test_accuracy'])} | "
                          + " | ".join(_ci(row["scales"][n]["conditional"]) for n in GROK_SCALES)
                          + f" | {_diff(row['macro_minus']['neurons'])} | {_diff(row['macro_minus']['random_directions'])} |")
-        last = data["checkpoints"][-1]
-        lines += ["", f"Pooled EI at the last checkpoint (step {last['step']}; one matrix over all prompts; shuffled-"
+        last, first = data["checkpoints"][-1], data["checkpoints"][0]
+        lines += ["", f"Baseline: at step {first['step']} (the initial weights) Fourier − neurons is already "
+                  f"{_diff(first['macro_minus']['neurons'])} bits and Fourier − random "
+                  f"{_diff(first['macro_minus']['random_directions'])}: the Fourier directions are, from the start, "
+                  "directions along which the input varies; what training adds is the change from there.",
+                  "", f"Pooled EI at the last checkpoint (step {last['step']}; one matrix over all prompts; shuffled-"
                   "states control in brackets): " + ", ".join(
                       f"{n} {last['scales'][n]['pooled']['ei_bits']:.2f} ({last['scales'][n]['pooled_shuffled']['ei_bits']:.2f})"
                       for n in GROK_SCALES) + ".", ""]
@@ -108,6 +112,10 @@ def _grok_ei_section(summary: dict) -> list[str]:
                       "first at ≥ 0.99), change in conditional EI: " + ", ".join(
                           f"{n} {_diff(t['gain'][n])}" for n in GROK_SCALES) + "; Fourier's gain minus each micro "
                       "scale's: " + ", ".join(f"{n} {_diff(d)}" for n, d in t["macro_gain_minus_micro_gain"].items()) + ".", ""]
+        if data.get("verdicts"):
+            lines += ["| effect (conditional EI, paired over prompts) | ours, bits [95%] | verdict |", "|---|---|---|"]
+            lines += [f"| {v['effect']} | {v['ours']} | **{v['verdict']}** |" for v in data["verdicts"]]
+            lines.append("")
     return lines
 
 
