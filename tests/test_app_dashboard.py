@@ -5,10 +5,10 @@ feature records were built here."""
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
+from app_fakes import RecordingEngine
 
 from symbiont_app.engine.dashboard_protocol import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
 from symbiont_app.engine.panels_protocol import ContextRow, InterventionInfo, InterventionsChanged, LatentRecord
@@ -17,25 +17,6 @@ from symbiont_app.session.session import AppSession
 from symbiont_app.session.settings import Settings
 
 pytestmark = pytest.mark.gui
-
-
-class RecordingEngine:
-    def __init__(self):
-        self.ids = itertools.count(1)
-        self.submitted, self.live = [], []
-
-    def new_id(self):
-        return next(self.ids)
-
-    def submit(self, request):
-        self.submitted.append(request)
-        return request.request_id
-
-    def cancel(self, rid):
-        pass
-
-    def post_live(self, request):
-        self.live.append(request)
 
 
 def test_dashboard_shows_a_latent_and_saves_the_users_label(qtbot, tmp_path):
@@ -78,7 +59,7 @@ def test_dashboard_shows_a_latent_and_saves_the_users_label(qtbot, tmp_path):
                                        counts=np.array([3, 2, 0, 1, 1]), n_tokens=700, n_active=7, corpus="test text"))
     np.testing.assert_allclose(panel.density_bars.opts["height"], [3, 2, 0, 1, 1])
     np.testing.assert_allclose(panel.density_bars.opts["x"], [0.5, 1.5, 2.5, 3.5, 4.5])
-    assert "1.000% of 700 tokens" in panel.density_plot.getPlotItem().titleLabel.text
+    assert "1.00% of 700 tokens" in panel.density_plot.getPlotItem().titleLabel.text
     # the user's label
     panel.user_label.setText("  animal subject ")
     panel.save_button.click()

@@ -126,7 +126,7 @@ def test_lens_heatmap_colour_bar_labels_and_large_view(qtbot, tmp_path):
     panel.show()
     qtbot.waitExposed(panel)
     heatmap = panel.lens_map
-    assert heatmap.colour_bar.levels() == (0.0, 1.0) and "probability" in heatmap.colour_bar.getAxis("left").labelText
+    assert heatmap.colour_bar.levels() == (0.0, 1.0) and "p(top token)" in heatmap.colour_bar.getAxis("left").labelText
     plot = heatmap.plot.getPlotItem()
     assert plot.getAxis("left").labelText == "layer" and "position" in plot.getAxis("bottom").labelText
     heatmap._apply_ticks()

@@ -220,7 +220,10 @@ class DashboardPanel(QWidget):
         centres = (density.edges[:-1] + density.edges[1:]) / 2  # [bins]
         width = float(density.edges[1] - density.edges[0]) if len(density.edges) > 1 else 1.0
         self.density_bars.setOpts(x=centres, height=density.counts.astype(np.float64), width=width * 0.9)
-        self.density_plot.setTitle(f"activation density: fires on {density.frequency:.3%} of {density.n_tokens:,} tokens")
+        # the bars' extent, set explicitly: the view does not re-fit itself when a bar item changes
+        self.density_plot.setXRange(0.0, float(density.edges[-1]), padding=0.02)
+        self.density_plot.setYRange(0.0, max(1.0, float(density.counts.max(initial=0))) * 1.05, padding=0)
+        self.density_plot.setTitle(f"activation density: {density.frequency:.2%} of {density.n_tokens:,} tokens")
         self.density_note.setText(f"{density.n_active:,} of {density.n_tokens:,} tokens of {density.corpus} "
                                   "have a value > 0; the histogram counts those (the model without steering or clamps)")
 

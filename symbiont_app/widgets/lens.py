@@ -195,7 +195,7 @@ class LensPanel(QWidget):
             controls.addWidget(w)
         controls.addStretch(1)
         self.lens_map = Heatmap("logit lens: top token per layer and position", "viridis", row_label="layer",
-                                column_label="position · token there", colour_label="probability of the top token")
+                                column_label="position · token there", colour_label="p(top token)")
         self.lens_map.plot.scene().sigMouseClicked.connect(self._lens_clicked)
         self.column = QTableWidget(0, 1)
         self.column.setEditTriggers(QAbstractItemView.NoEditTriggers)
