@@ -1,6 +1,10 @@
 """``symbiont-app --screenshots DIR``: open the window, run a short scripted conversation
 with the shipped SAE's meters, save ``DIR/<panel>.png`` for the window and each panel, exit.
 
+Also saved: ``first_run.png`` (the window once the model and its SAE are up, before any
+user action), ``truncated_reply.png`` (the chat after a reply cut by max tokens) and
+``failed_load.png`` (the window after asking for a folder that is not a model).
+
 The script drives the window the way a user would (through the session layer the widgets
 observe), waiting on the Qt event loop; it never touches the engine directly.
 """
@@ -16,6 +20,9 @@ SCRIPT = (
     "Write one short sentence about cats.",
 )
 PANEL_SIZE = (1100, 700)
+TRUNCATED_PROMPT = "Tell me a long story about a dragon."
+TRUNCATED_TOKENS = 6
+"""The extra turn for ``truncated_reply.png``: a prompt whose answer cannot fit this many tokens."""
 
 
 def _wait(app, predicate, timeout: float, what: str) -> None:
@@ -59,12 +66,16 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
     window.show()
     session = window.session
     status = 0
+    extra: list[Path] = []
     try:
         _wait(app, lambda: session.model_info is not None or session.models.loading_request is None,
               timeout, "the model to load")
         if session.model_info is None:
             raise RuntimeError(f"the model did not load: {session.last_error.message if session.last_error else '?'}")
         _say(f"screenshots: model {session.model_info.name} loaded")
+        _wait(app, lambda: not session.active, timeout, "the SAE attached at load")
+        app.processEvents()
+        extra.append(_save(window, out / "first_run.png"))  # no user action yet
         session.models.request_estimate(model_spec)  # the picker shows it against the budget
         _wait(app, lambda: not session.active, timeout, "the memory estimate")
         _demo(app, session, timeout, "before_conversation")
@@ -80,9 +91,10 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
                 raise RuntimeError(f"could not send {prompt!r}: {session.last_error.message if session.last_error else ''}")
             _wait(app, lambda: not session.active, timeout, f"the reply to {prompt!r}")
             _say(f"screenshots: {prompt!r} -> {session.conversation.turns[-1].text!r}")
+        extra.append(_truncated_reply(app, window, timeout, out / "truncated_reply.png"))
         tokens = session.conversation.tokens
         if tokens:
-            session.conversation.selected_position = tokens[min(len(tokens) - 1, len(tokens) // 2)].position
+            session.conversation.pin(tokens[min(len(tokens) - 1, len(tokens) // 2)].position)
         _demo(app, session, timeout, "after_conversation")
     except Exception as exc:  # noqa: BLE001 - still save what the window shows
         _say(f"screenshots: {exc}")
@@ -94,13 +106,48 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
     saved = [_save(window, out / "main_window.png"), _save(window.chat, out / "chat.png")]
     for name, dock in window.docks.items():
         saved.append(_save_panel(app, dock, out / f"{name}.png"))
+    if session.model_info is not None:
+        saved.append(_failed_load(app, window, timeout, out / "failed_load.png"))
     if session.last_error is not None:
         _say(f"screenshots: last error shown in the window: {session.last_error.message}")
     window.close()
+    saved = [*extra, *saved]
     _say("screenshots: saved " + ", ".join(str(p) for p in saved))
     from .gui import exit_after
 
     return exit_after(window, status)
+
+
+def _truncated_reply(app, window, timeout: float, path: Path) -> Path:
+    chat, session = window.chat, window.session
+    chat.max_tokens.setValue(TRUNCATED_TOKENS)
+    chat.entry.setText(TRUNCATED_PROMPT)
+    if chat.send() is None:
+        raise RuntimeError(f"could not send {TRUNCATED_PROMPT!r}")
+    _wait(app, lambda: not session.active, timeout, "the truncated reply")
+    _say(f"screenshots: {TRUNCATED_PROMPT!r} ended with {session.conversation.turns[-1].finish_reason!r}")
+    app.processEvents()
+    return _save(chat, path)
+
+
+def _failed_load(app, window, timeout: float, path: Path) -> Path:
+    """Ask for a folder that is not a model: the error bar says why, the old model stays loaded."""
+    import tempfile
+
+    session = window.session
+    with tempfile.TemporaryDirectory(prefix="not-a-model-") as folder:
+        (Path(folder) / "config.json").write_text("{ this is not JSON", encoding="utf-8")
+        picker = window.panels.get("model")
+        if picker is not None:
+            window.docks["model"].raise_()
+            picker.spec.setEditText(folder)
+            picker.load()
+        else:
+            session.models.load(folder)
+        _wait(app, lambda: not session.active, timeout, "the failed load")
+    for _ in range(3):
+        app.processEvents()
+    return _save(window, path)
 
 
 def _save(widget, path: Path) -> Path:

@@ -302,7 +302,7 @@ def test_screenshots_command_saves_every_panel(qtbot, tiny_folder, tmp_path, con
     out = tmp_path / "shots"
     assert take_screenshots(out, str(tiny_folder), timeout=120, max_tokens=4) == 0
     names = {p.stem for p in out.glob("*.png")}
-    assert names == {"main_window", "chat"} | {p.name for p in PANELS}
+    assert names == {"main_window", "chat", "first_run", "truncated_reply", "failed_load"} | {p.name for p in PANELS}
     from PySide6.QtGui import QImage
 
     image = QImage(str(out / "temperature.png"))

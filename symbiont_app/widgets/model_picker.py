@@ -167,7 +167,7 @@ class ModelPickerPanel(QWidget):
             return
         i = picker.info
         warning = f"\n⚠ {i.slow_blas_warning}" if i.slow_blas_warning else ""
-        failed = (f"\n⚠ the load of {picker.loading_spec} failed ({picker.last_load_error}); this model is still loaded"
+        failed = (f"\n⚠ this model is still loaded: the load of {picker.loading_spec} failed: {picker.last_load_error}"
                   if picker.last_load_error else "")
         self.info.setText(
             f"{i.name} — {i.n_layers} layers, d_model {i.d_model}, vocab {i.vocab_size}, {i.runtime_dtype}\n"
