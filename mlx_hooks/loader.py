@@ -33,6 +33,7 @@ from .hub_progress import DownloadProgress
 from .memory import (DTYPE_BYTES, MemoryEstimate, ModelShape, check_budget, default_budget_bytes, estimate_memory,
                      memory_budget)
 from .memory_claims import hold_while_alive
+from .weights_check import describe_nonfinite, nonfinite_parameters
 from .weights_shape import read_local_tensors, shape_from_tensors
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -220,6 +221,10 @@ def load_model(
         model, tokenizer = mlx_lm_load(str(folder), tokenizer_config={"trust_remote_code": False})
     except (ValueError, RuntimeError, OSError, KeyError) as exc:
         raise ModelLoadError(f"{folder}: could not load the model ({type(exc).__name__}: {exc})") from exc
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise ModelLoadError(f"{source.display_name} ({folder}): weights hold NaN or infinite values "
+                             f"({describe_nonfinite(bad)}); the model files are damaged")
     fingerprint = fingerprint_model(model)
     apply_runtime_dtype(model, dtype)
     mx.eval(model.parameters())

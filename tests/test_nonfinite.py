@@ -116,3 +116,32 @@ def test_sae_config_values_of_the_wrong_type_or_range_are_refused_at_load(tmp_pa
     with pytest.raises(SAELoadError) as info:
         load_sae(folder)
     assert str(folder / "cfg.json") in str(info.value) and message in str(info.value), str(info.value)
+
+
+# -- model weights ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_model_weights_with_nan_or_inf_are_refused_at_load(tmp_path, value):
+    from conftest import save_tiny_folder
+    from safetensors.numpy import load_file, save_file
+
+    from mlx_hooks.errors import ModelLoadError
+    from mlx_hooks.loader import load_model
+
+    folder = save_tiny_folder(tmp_path / "model")
+    files = sorted(folder.glob("*.safetensors"))
+    tensors = load_file(str(files[0]))
+    name = next(k for k in sorted(tensors) if k.endswith("mlp.down_proj.weight"))
+    tensors[name].reshape(-1)[7] = value
+    save_file(tensors, str(files[0]), metadata={"format": "mlx"})
+    with pytest.raises(ModelLoadError, match=rf"weights hold NaN or infinite values \({re.escape(name)} 1 of \d+\)"):
+        load_model(str(folder))
+
+
+def test_half_precision_weights_with_large_finite_sums_pass():
+    from mlx_hooks.weights_check import nonfinite_parameters
+
+    class Holder:
+        def parameters(self):
+            return {"w": mx.full((64, 4096), 30.0, dtype=mx.float16)}  # rows sum to 122880: past float16, yet finite
+
+    assert nonfinite_parameters(Holder()) == []
