@@ -65,6 +65,15 @@ def test_a_stopped_arm_resumes_to_the_same_weights(tmp_path):
     assert [p.name for p in (tmp_path / "a").glob("resume_*")] == ["resume_000060.safetensors"]
     with pytest.raises(EmergenceError, match="state.json: made with other settings"):
         train_arm(replace(config, lr=0.5), tmp_path / "a")
+    # a larger step budget continues an arm that stopped at its budget, to the same weights
+    short = train_arm(replace(config, steps=40), tmp_path / "c")
+    assert short.finished and short.stop_reason.startswith("step budget")
+    longer = train_arm(config, tmp_path / "c")
+    c = dict(tree_flatten(load_weights(config, tmp_path / "c" / "checkpoints" / "step_000060.safetensors").parameters()))
+    assert longer.step == 60 and all(mx.array_equal(c[k], b[k]).item() for k in b)
+    stopped = train_arm(config, tmp_path / "d", should_stop=lambda: len(calls) > 70 or calls.append(1))
+    with pytest.raises(EmergenceError, match="at step 20, beyond the step budget 10"):
+        train_arm(replace(config, steps=10), tmp_path / "d")
 
 
 def test_states_are_applied_exactly_inside_the_grokking_network():

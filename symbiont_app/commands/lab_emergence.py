@@ -98,7 +98,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default=None, help="run folder (default out/lab/emergence)")
     parser.add_argument("--p", type=_positive, default=None, help="modulus (default 59; published 113 and 97)")
     parser.add_argument("--steps", type=_positive, default=None,
-                        help="step budget of each arm (default 3000; the generalising arms stop 300 steps after "
+                        help="step budget of each arm (default 2500; the generalising arms stop 300 steps after "
                              "test accuracy reaches 0.99)")
     parser.add_argument("--fraction", type=_fraction, default=None, help="training fraction (default 0.3)")
     parser.add_argument("--large-fraction", type=_fraction, default=None,

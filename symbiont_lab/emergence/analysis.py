@@ -93,6 +93,9 @@ def comparison(verdict_of: str, a, b, n_boot: int) -> dict:
 
 def grok_ei_summary(folder: RunFolder, arm: str, records: list, config: EmergenceConfig) -> dict:
     results = folder.grok_ei(arm)
+    if results:  # only what was measured with the arm's final key frequencies
+        final = results[max(results)]["key_frequencies"]
+        results = {s: r for s, r in results.items() if r["key_frequencies"] == final}
     steps = sorted(results)
     rows = []
     for step in steps:

@@ -39,7 +39,7 @@ class EmergenceConfig:
     """AdamW weight decay of the main and large-fraction arms (the no-weight-decay arm: 0)."""
     lr: float = 1e-2
     """AdamW learning rate (published 1e-3; see the module docstring)."""
-    steps: int = 3000
+    steps: int = 2500
     """Step budget of each arm (the main and large-fraction arms stop early once generalised)."""
     d_model: int = 128
     n_heads: int = 4
@@ -91,8 +91,9 @@ class EmergenceConfig:
         return base
 
     def identity(self) -> dict:
-        """Settings the results depend on (config.json; a resumed run must match)."""
-        out = asdict(self)
+        """Settings the results depend on (config.json; a resumed run must match). Not the step
+        budget: a larger one continues the arms that stopped at it (analyses are redone)."""
+        out = {k: v for k, v in asdict(self).items() if k != "steps"}
         out["grok_ei"] = self.grok_ei.identity()
         out["model_ei"] = self.model_ei.identity() if self.model_ei else None
         return out

@@ -36,6 +36,10 @@ from .model import ModelShape, ModularTransformer
 from .progress_measures import fourier_sparsity, weight_norm
 
 
+BUDGET_REASON = "step budget"
+"""How an arm stopped by its budget says so (a larger budget continues it)."""
+
+
 class EmergenceError(SymbiontError):
     """An emergence-lab file or setting that cannot be used (names the file or the setting)."""
 
@@ -54,7 +58,7 @@ class ArmConfig:
     """AdamW's decoupled weight decay."""
     lr: float = 1e-2
     """AdamW learning rate (betas 0.9, 0.98 as Nanda et al.)."""
-    steps: int = 3000
+    steps: int = 2500
     """Full-batch steps at most."""
     d_model: int = 128
     n_heads: int = 4
@@ -77,8 +81,9 @@ class ArmConfig:
         return ModelShape(self.p, self.d_model, self.n_heads, self.d_mlp)
 
     def identity(self) -> dict:
-        """Settings its results depend on."""
-        return asdict(self)
+        """Settings its results depend on. Not the step budget: a larger one continues an arm that
+        stopped at the old budget, and the steps both budgets cover are the same."""
+        return {k: v for k, v in asdict(self).items() if k != "steps"}
 
 
 @dataclass
@@ -172,7 +177,13 @@ def read_state(folder: Path, config: ArmConfig) -> ArmState:
     if not isinstance(data, dict) or data.get("config") != config.identity():
         raise EmergenceError(f"{path}: made with other settings than this run's {config.name!r} arm; "
                              "use another output folder")
-    return ArmState(data["records"], int(data["step"]), bool(data["finished"]), data.get("stop_reason", ""))
+    state = ArmState(data["records"], int(data["step"]), bool(data["finished"]), data.get("stop_reason", ""))
+    if state.finished and state.stop_reason.startswith(BUDGET_REASON) and config.steps > state.step:
+        state.finished, state.stop_reason = False, ""  # a larger budget: go on
+    elif not state.finished and state.step > config.steps:
+        raise EmergenceError(f"{path}: the {config.name!r} arm is at step {state.step}, beyond the step budget "
+                             f"{config.steps}; give a budget of at least {state.step}")
+    return state
 
 
 def _write_state(folder: Path, config: ArmConfig, state: ArmState) -> None:
@@ -257,7 +268,7 @@ def train_arm(config: ArmConfig, folder: Path, on_record: Callable[[dict], None]
         if step % config.checkpoint_every == 0 or step == config.steps or state.finished:
             if step == config.steps:
                 state.finished = True
-                state.stop_reason = state.stop_reason or f"step budget ({config.steps}) reached"
+                state.stop_reason = state.stop_reason or f"{BUDGET_REASON} ({config.steps}) reached"
             checkpoint(step)
         if state.finished:
             break

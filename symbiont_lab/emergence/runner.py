@@ -194,13 +194,14 @@ def _grok_ei(config, folder: RunFolder, log, say, stop, summary: RunSummary) -> 
         split = make_split(arm_config.p, arm_config.train_fraction, arm_config.seed)
         final = load_weights(arm_config, checkpoint_path(arm_dir, read_state(arm_dir, arm_config).step))
         freqs = key_frequencies(final, split.tokens, config.top_frequencies)
-        todo = [s for s in steps if not folder.grok_ei_path(arm, s).exists()]
+        todo = [s for s in steps if not folder.grok_ei_path(arm, s).exists()
+                or folder.read(folder.grok_ei_path(arm, s), "EI result").get("key_frequencies") != freqs]
         if todo:
             say(f"{arm}: EI at {len(todo)} checkpoint(s) (key frequencies {freqs})")
         for j, step in enumerate(steps):
             path = folder.grok_ei_path(arm, step)
-            if path.exists():
-                continue
+            if path.exists() and folder.read(path, "EI result").get("key_frequencies") == freqs:
+                continue  # (measured with other key frequencies: the arm has since trained on)
             if stop():
                 summary.stopped = True
                 return
@@ -217,7 +218,9 @@ def _grok_ei(config, folder: RunFolder, log, say, stop, summary: RunSummary) -> 
 def _progress_measures(config, folder: RunFolder, say) -> None:
     """Restricted / excluded loss at every checkpoint of every arm (cheap: recomputed in one go)."""
     path = folder.path / "results" / "progress_measures.json"
-    if path.exists():
+    finals = {arm: saved_checkpoints(folder.arm_dir(arm))[-1] for arm in ARMS}
+    if path.exists() and all(folder.read(path, "progress measures").get(arm, {}).get("final_step") == finals[arm]
+                             for arm in ARMS):
         return
     out = {}
     for arm in ARMS:
@@ -232,7 +235,7 @@ def _progress_measures(config, folder: RunFolder, say) -> None:
             model = load_weights(arm_config, checkpoint_path(arm_dir, step))
             rows.append({"step": step, **restricted_and_excluded(model, split.tokens, split.labels, split.train,
                                                                  split.test, freqs)})
-        out[arm] = {"key_frequencies": freqs, "checkpoints": rows}
+        out[arm] = {"key_frequencies": freqs, "checkpoints": rows, "final_step": steps[-1]}
     dump_json(path, out)
     say("restricted and excluded loss computed")
 
