@@ -43,7 +43,8 @@ def test_commands_for_each_experiment(tmp_path):
     model.extra_args = "--seeds 'unclosed"
     with pytest.raises(LabInputError, match="extra options"):
         model.command()
-    assert set(EXPERIMENTS) == {"aux-logits", "negation", "subliminal", "inversion", "emergence"}
+    assert set(EXPERIMENTS) == {"aux-logits", "negation", "subliminal", "inversion", "emergence", "superposition", "probe",
+                                "nmf"}
     model.experiment, model.config_path, model.extra_args = "emergence", "", "--p 13"
     assert model.command()[3:] == ["lab", "emergence", "--out", str(tmp_path / "a"), "--p", "13"]
 

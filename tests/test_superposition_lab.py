@@ -215,3 +215,19 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
         run_lab(LabConfig(experiments=("interference_sae",), sae_path=str(tmp_path / "missing-sae"), **TINY),
                 tmp_path / "other")
     assert not (tmp_path / "other").exists()  # refused before any folder was made
+
+
+def test_the_lab_panel_runs_the_superposition_lab_probe_and_nmf(tmp_path):
+    import sys
+
+    from symbiont_app.session.lab import LabModel
+
+    model = LabModel()
+    for name, args in (("superposition", ["lab", "superposition"]), ("probe", ["probe"]), ("nmf", ["nmf"])):
+        model.experiment, model.out, model.extra_args = name, str(tmp_path / name), "--quiet"
+        command = model.command()
+        assert command[:3] == [sys.executable, "-m", "symbiont_app.cli"]
+        assert command[3:] == [*args, "--out", str(tmp_path / name), "--quiet"]
+        model.started(command)
+        assert model.run_experiment == name
+        model.finished(0)

@@ -55,6 +55,11 @@ EXPERIMENTS: dict[str, LabExperiment] = {e.name: e for e in (
                   False, "summary.md"),
     LabExperiment("emergence", "Emergence: grokking live + effective information (~30 min)", ("lab", "emergence"),
                   False, "summary.md"),
+    LabExperiment("superposition", "Superposition: toy models, XOR lesions, interference (minutes)",
+                  ("lab", "superposition"), False, "report.md"),
+    LabExperiment("probe", "Sparse probing: which layers and how many neurons carry a property (default model)",
+                  ("probe",), False, "report.md"),
+    LabExperiment("nmf", "NMF of MLP activations vs PCA and an SAE (default model)", ("nmf",), False, "report.md"),
 )}
 
 STATES = ("idle", "running", "cancelling", "finished", "failed", "cancelled")
