@@ -143,7 +143,9 @@ def test_dashboard_end_to_end_tiny_model(qtbot, tiny_folder, tmp_path, monkeypat
     model, tokenizer = make_tiny_llama(), make_byte_tokenizer()
     sae = load_sae(folder, model, attach_records=False)
     active = total = 0
-    for text in builtin_prompts():
+    prompts = builtin_prompts()
+    per_text = np.zeros((len(prompts), 32), np.float32)  # [texts, latents] largest value in each text
+    for t, text in enumerate(prompts):
         ids = tokenizer.encode(text)
         for start in range(0, len(ids), 64):
             piece = ids[start:start + 64]
@@ -152,7 +154,9 @@ def test_dashboard_end_to_end_tiny_model(qtbot, tiny_folder, tmp_path, monkeypat
             with hooked(model, capture=["resid_post.1"]) as hs:
                 model(mx.array([piece]))
                 acts = hs.recorder.stack("resid_post.1")[0, 1:]  # the first position of each window skipped
-            values = np.array(sae.encode(acts.astype(mx.float32)))[:, latent]
+            every = np.array(sae.encode(acts.astype(mx.float32)))  # [L, 32]
+            per_text[t] = np.maximum(per_text[t], every.max(axis=0))
+            values = every[:, latent]
             active += int((values > 0).sum())
             total += values.shape[0]
     assert (density.n_tokens, density.n_active) == (total, active)
@@ -178,8 +182,45 @@ def test_dashboard_end_to_end_tiny_model(qtbot, tiny_folder, tmp_path, monkeypat
     idle()
     assert session.sae.info.labels[latent] == records.records[latent].auto_label
     assert json.loads((folder / "labels.json").read_text())["labels"] == {}
+    # the model-written explanation, scored by detection on held-out built-in prompts; a latent that
+    # fires strongly in some prompts and hardly at all in others (from the independent encode above)
+    top = per_text.max(axis=0)
+    strong, quiet = (per_text >= 0.5 * top).sum(axis=0), (per_text < 0.1 * top).sum(axis=0)
+    explained = int(np.argmax(np.minimum(strong, quiet)))
+    assert min(strong[explained], quiet[explained]) >= 2
+    dashboard.latent.setValue(explained)
+    dashboard.show_button.click()
+    idle()
+    dashboard.explain_button.click()
+    idle()
+    assert dashboard.model.explanation is not None, session.last_error
+    e = dashboard.model.explanation
+    n = len(e.scored)
+    assert e.latent == explained and e.explanation and n == 2 * min(8, strong[explained], quiet[explained])
+    firing = {prompts[i] for i in np.argsort(-per_text[:, explained], kind="stable")[: n // 2]}
+    assert {s.text for s in e.scored if s.fires} == firing  # the strongest prompts, as encoded here
+    assert all(per_text[prompts.index(s.text), explained] < 0.1 * top[explained] for s in e.scored if not s.fires)
+    assert e.accuracy == pytest.approx(np.mean([(s.margin > 0) == s.fires for s in e.scored]))
+    assert 0.0 <= e.auroc <= 1.0 and "detection accuracy" in dashboard.explanation.text()
+    assert session.last_error is None or "select a latent" in session.last_error.message
     # ablate it: the dashboard says so
-    meters.model.ablate(latent)
+    meters.model.ablate(explained)
     qtbot.waitUntil(lambda: "[ablated]" in dashboard.title.text(), timeout=10000)
     window.close()
     assert window.wait_for_engine(60)
+
+
+def test_detection_scoring_pieces():
+    from symbiont_app.engine.handlers.sae_dashboard import CorpusValues
+    from symbiont_app.engine.handlers.sae_explain import auroc, held_out_texts
+
+    assert auroc(np.array([3.0, 2.0, -1.0, -2.0]), np.array([True, True, False, False])) == 1.0
+    assert auroc(np.array([1.0, 1.0]), np.array([True, False])) == 0.5  # a tie counts half
+    assert auroc(np.array([-1.0, 1.0, 0.0]), np.array([True, False, False])) == 0.0
+    # latent 2 fires in texts 0 (4.0), 1 (1.0: under half its max), 3 (2.5); texts 2, 4, 5 are silent
+    kept = CorpusValues(ids=np.array([2, 2, 2, 5, 2]), values=np.array([4.0, 1.0, 2.5, 9.0, 0.5], np.float32),
+                        texts=np.array([0, 1, 3, 2, 0]), n_tokens=50, corpus=tuple(f"t{i}" for i in range(6)))
+    firing, silent = held_out_texts(kept, 2, n_each=8)
+    assert firing == [0, 3] and len(silent) == 2 and set(silent) <= {2, 4, 5}
+    with pytest.raises(Exception, match="never fires"):
+        held_out_texts(kept, 7, n_each=8)

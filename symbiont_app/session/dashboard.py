@@ -6,7 +6,10 @@ asks the engine for the latent's activation density (the first ask per SAE reads
 built-in prompts, later ones are instant) and sends the user's label edits.
 Whether the latent is clamped or ablated is read from the steering list.
 
-Notifies ``latent`` (another latent, or its record arrived), ``density``, ``label``.
+Optionally the loaded model explains the latent from its top contexts, scored by detection
+(:mod:`..engine.handlers.sae_explain`).
+
+Notifies ``latent`` (another latent, or its record arrived), ``density``, ``label``, ``explanation``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..engine.dashboard_protocol import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
+from ..engine.dashboard_protocol import (
+    ExplainLatent, GetLatentDensity, LatentDensity, LatentExplained, LatentLabelChanged, SetLatentLabel,
+)
 from ..engine.panels_protocol import SaeLoaded, SaeUnloaded
-from ..engine.protocol import Failed, ModelLoaded
+from ..engine.protocol import Failed, Finished, ModelLoaded
 from .meters import MetersModel
 from .observable import Observable
 from .sae import SaeModel, attach
@@ -76,6 +81,9 @@ class DashboardModel(Observable):
         self.steering = SteeringModel.of(session)  # registered, so the clamps list is kept
         self.density: LatentDensity | None = None
         self.density_request: int | None = None
+        self.explanations: dict[int, LatentExplained] = {}
+        """Model-written explanations by latent (kept while the SAE stays loaded)."""
+        self.explain_request: int | None = None
         self.label_path = ""
         """The ``labels.json`` the last label edit was saved in."""
         self.meters.subscribe(self._on_meters)
@@ -115,6 +123,23 @@ class DashboardModel(Observable):
             GetLatentDensity(self.session.new_id(), latent=int(self.latent)), channel="sae-density")
         return self.density_request
 
+    def explain(self) -> int | None:
+        """Ask the loaded model to explain the selected latent and score it (answer: ``explanation``)."""
+        if self.latent is None or self.sae.info is None:
+            return None
+        self.explain_request = self.session.submit(
+            ExplainLatent(self.session.new_id(), latent=int(self.latent)), channel="sae-explain")
+        self.notify("explanation")
+        return self.explain_request
+
+    @property
+    def explanation(self) -> LatentExplained | None:
+        return None if self.latent is None else self.explanations.get(self.latent)
+
+    @property
+    def explaining(self) -> bool:
+        return self.session.is_active(self.explain_request)
+
     def set_label(self, text: str) -> int | None:
         """Save the user's label of the selected latent (empty: back to the automatic label)."""
         if self.latent is None or self.sae.info is None:
@@ -147,9 +172,17 @@ class DashboardModel(Observable):
                 self.sae.record = replace(record, label=event.label, user_label=user)
             self.sae.notify("labels")  # the tables and meters show the new label
             self.notify("label")
+        elif isinstance(event, LatentExplained):
+            self.explanations[event.latent] = event
+            self.notify("explanation")
         elif isinstance(event, Failed) and event.request_id == self.density_request:
             self.density_request = None
             self.notify("density")
+        elif isinstance(event, (Failed, Finished)) and event.request_id == self.explain_request:
+            self.explain_request = None
+            self.notify("explanation")
         elif isinstance(event, (SaeLoaded, SaeUnloaded, ModelLoaded)):
             self.density = None
+            self.explanations = {}
             self.notify("density")
+            self.notify("explanation")

@@ -73,6 +73,14 @@ class DashboardPanel(QWidget):
         self.clear_button.clicked.connect(self.clear_label)
         self.stats = QLabel("")
         self.stats.setWordWrap(True)
+        self.explain_button = QPushButton("Explain (model-written)")
+        self.explain_button.setToolTip("The loaded model describes the latent from its top contexts; the description is "
+                                       "scored by whether the model can then tell held-out texts where it fires from "
+                                       "texts where it does not (a small model writes and judges poorly)")
+        self.explain_button.clicked.connect(self.explain)
+        self.explanation = QLabel("")
+        self.explanation.setWordWrap(True)
+        self.explanation.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
         self.density_plot = pg.PlotWidget(title="activation density")
         self.density_plot.setLabel("bottom", "activation value (where > 0)")
@@ -121,6 +129,10 @@ class DashboardPanel(QWidget):
         layout.addWidget(self.source)
         layout.addLayout(label_row)
         layout.addWidget(self.stats)
+        explain_row = QHBoxLayout()
+        explain_row.addWidget(self.explain_button)
+        explain_row.addWidget(self.explanation, 1)
+        layout.addLayout(explain_row)
         layout.addWidget(body, 1)
         self._unsubscribe = [self.model.subscribe(self._on_model), self.model.sae.subscribe(self._on_sae)]
         self._unsubscribe.append(self.model.steering.subscribe(self._on_steering))
@@ -132,6 +144,12 @@ class DashboardPanel(QWidget):
             self.session.error("select a latent first (meters, SAE panel, or its number here)")
             return
         self.model.set_label(self.user_label.text())
+
+    def explain(self) -> None:
+        if self.model.latent is None:
+            self.session.error("select a latent first (meters, SAE panel, or its number here)")
+            return
+        self.model.explain()
 
     def clear_label(self) -> None:
         self.user_label.clear()
@@ -160,6 +178,8 @@ class DashboardPanel(QWidget):
             self._redraw_density()
         elif what == "label":
             self._redraw()
+        elif what == "explanation":
+            self._redraw_explanation()
 
     def _redraw(self) -> None:
         record = self.model.record
@@ -177,6 +197,20 @@ class DashboardPanel(QWidget):
         self.contexts.setHtml(contexts_html(record))
         self._redraw_effects(record)
         self._redraw_density()
+        self._redraw_explanation()
+
+    def _redraw_explanation(self) -> None:
+        e = self.model.explanation
+        self.explain_button.setEnabled(not self.model.explaining)
+        if self.model.explaining:
+            self.explanation.setText("the model is writing and judging an explanation…")
+        elif e is None:
+            self.explanation.setText("")
+        else:
+            n = len(e.scored)
+            self.explanation.setText(
+                f"“{e.explanation}” (by {e.model}) — detection accuracy {e.accuracy:.0%} on {n} held-out built-in "
+                f"prompts ({n // 2} where it fires, {n - n // 2} where it stays under a tenth of its max; chance 50%), AUROC {e.auroc:.2f}")
 
     def _redraw_title(self) -> None:
         latent, info = self.model.latent, self.model.sae.info

@@ -8,7 +8,7 @@ added later without editing this file.
 import importlib
 import pkgutil
 
-from . import chat, download, lens, model, sae, sae_dashboard, steering  # noqa: F401
+from . import chat, download, lens, model, sae, sae_dashboard, sae_explain, steering  # noqa: F401
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -16,6 +16,7 @@ keyed by the weights' digest so labels never land on other weights; the loader m
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,24 @@ def _check_latent(state: EngineState, latent: int) -> int:
     return latent
 
 
-def sparse_values(state: EngineState, ctx: HandlerContext | None = None):
-    """``(latent ids [n], values [n], n_tokens)`` of every non-zero latent value over the corpus (kept per SAE)."""
+@dataclass(frozen=True)
+class CorpusValues:
+    """Every non-zero latent value of the loaded SAE over the density corpus, as flat arrays."""
+
+    ids: np.ndarray
+    """``[n]`` latent of each value."""
+    values: np.ndarray
+    """``[n]`` the values (> 0)."""
+    texts: np.ndarray
+    """``[n]`` index of the corpus text each value was read in."""
+    n_tokens: int
+    """Tokens read (the first of each window skipped)."""
+    corpus: tuple[str, ...]
+    """The texts."""
+
+
+def sparse_values(state: EngineState, ctx: HandlerContext | None = None) -> CorpusValues:
+    """Every non-zero latent value over the corpus (read once per loaded SAE, then kept)."""
     import mlx.core as mx
 
     from mlx_hooks.sae.corpus import builtin_prompts
@@ -54,9 +71,10 @@ def sparse_values(state: EngineState, ctx: HandlerContext | None = None):
     if kept is not None and kept[0] is state.sae:
         return kept[1]
     sae, loaded = state.sae, state.loaded
-    token_lists = tokenize_texts(loaded.tokenizer, builtin_prompts())
+    corpus = tuple(builtin_prompts())
+    token_lists = tokenize_texts(loaded.tokenizer, corpus)
     total = sum(max(0, len(t) - 1) for t in token_lists)
-    ids, values, seen = [], [], 0
+    ids, values, texts, seen = [], [], [], 0
     for batch in iter_text_activations(loaded.model, token_lists, sae.cfg.hook_point, max_seq_len=MAX_SEQ_LEN,
                                        tokens_per_batch=1024, skip_first=True,
                                        should_stop=ctx.is_cancelled if ctx else None):
@@ -66,13 +84,14 @@ def sparse_values(state: EngineState, ctx: HandlerContext | None = None):
         rows, cols = np.nonzero(dense > 0)
         ids.append(cols.astype(np.int32))
         values.append(dense[rows, cols].astype(np.float32))
+        texts.append(batch.text_index[rows].astype(np.int32))
         seen += dense.shape[0]
         if ctx is not None:
             ctx.progress(seen, max(total, 1), "latent densities over the built-in prompts")
     if ctx is not None and ctx.is_cancelled():
         raise SymbiontError("cancelled")  # nothing kept: a half-read corpus would under-count
-    result = (np.concatenate(ids) if ids else np.zeros(0, np.int32),
-              np.concatenate(values) if values else np.zeros(0, np.float32), seen)
+    flat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+    result = CorpusValues(flat(ids, np.int32), flat(values, np.float32), flat(texts, np.int32), seen, corpus)
     state.extras[DENSITY_KEY] = (sae, result)
     return result
 
@@ -88,9 +107,9 @@ def latent_histogram(ids: np.ndarray, values: np.ndarray, latent: int, bins: int
 @handles(GetLatentDensity)
 def density(state: EngineState, request: GetLatentDensity, ctx: HandlerContext) -> None:
     latent = _check_latent(state, request.latent)
-    ids, values, n_tokens = sparse_values(state, ctx)
-    edges, counts = latent_histogram(ids, values, latent, max(1, int(request.bins)))
-    ctx.emit(LatentDensity(request.request_id, latent=latent, edges=edges, counts=counts, n_tokens=int(n_tokens),
+    kept = sparse_values(state, ctx)
+    edges, counts = latent_histogram(kept.ids, kept.values, latent, max(1, int(request.bins)))
+    ctx.emit(LatentDensity(request.request_id, latent=latent, edges=edges, counts=counts, n_tokens=int(kept.n_tokens),
                            n_active=int(counts.sum()), corpus=DENSITY_CORPUS))
 
 
