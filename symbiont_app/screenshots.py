@@ -3,7 +3,9 @@ with the shipped SAE's meters, save ``DIR/<panel>.png`` for the window and each 
 
 Also saved: ``first_run.png`` (the window once the model and its SAE are up, before any
 user action), ``truncated_reply.png`` (the chat after a reply cut by max tokens) and
-``failed_load.png`` (the window after asking for a folder that is not a model).
+``failed_load.png`` (the window after asking for a folder that is not a model), and
+``lens_docked.png``, ``dashboard_docked.png``, ``main_window_dark.png``, ``dashboard_dark.png``
+(:mod:`.screenshot_views`: docked sizes, the dark scheme).
 
 The script drives the window the way a user would (through the session layer the widgets
 observe), waiting on the Qt event loop; it never touches the engine directly.
@@ -14,6 +16,8 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+
+from .screenshot_views import docked_and_dark_views
 
 SCRIPT = (
     "What is the capital of France?",
@@ -104,6 +108,7 @@ def take_screenshots(folder: str | Path, model_spec: str = "default", timeout: f
             widget.flush()  # draw coalesced updates now
     app.processEvents()
     saved = [_save(window, out / "main_window.png"), _save(window.chat, out / "chat.png")]
+    saved += docked_and_dark_views(app, window, out)  # before the panels are floated one by one
     for name, dock in window.docks.items():
         saved.append(_save_panel(app, dock, out / f"{name}.png"))
     if session.model_info is not None:

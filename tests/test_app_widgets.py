@@ -302,7 +302,8 @@ def test_screenshots_command_saves_every_panel(qtbot, tiny_folder, tmp_path, con
     out = tmp_path / "shots"
     assert take_screenshots(out, str(tiny_folder), timeout=120, max_tokens=4) == 0
     names = {p.stem for p in out.glob("*.png")}
-    assert names == {"main_window", "chat", "first_run", "truncated_reply", "failed_load"} | {p.name for p in PANELS}
+    views = {"lens_docked", "dashboard_docked", "main_window_dark", "dashboard_dark"}  # screenshot_views.py
+    assert names == {"main_window", "chat", "first_run", "truncated_reply", "failed_load"} | views | {p.name for p in PANELS}
     from PySide6.QtGui import QImage
 
     image = QImage(str(out / "temperature.png"))

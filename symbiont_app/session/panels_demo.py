@@ -8,6 +8,7 @@ wait until the session has nothing active before taking the screenshots.
 
 from __future__ import annotations
 
+from .dashboard import DashboardModel
 from .lens import LensModel
 from .meters import MetersModel
 from .sae import SaeModel
@@ -34,7 +35,8 @@ def before_conversation(session, sae: str | None = None) -> list[int]:
 
 
 def after_conversation(session) -> list[int]:
-    """Watch the conversation's most frequent latents, open the first one's record, run patching."""
+    """Watch the conversation's most frequent latents, open the first one's record (and its dashboard,
+    with an explanation), ablate the second, run the lens and patching."""
     meters = MetersModel.of(session)
     frequent = meters.frequent_latents(3)
     for latent in frequent:
@@ -42,6 +44,9 @@ def after_conversation(session) -> list[int]:
     ids = []
     if frequent:
         meters.select(frequent[0])
+        DashboardModel.of(session).explain()  # the dashboard shows a model-written, scored explanation
+    if len(frequent) > 1:
+        meters.ablate(frequent[1])  # marked in the meters (the conversation is over: no reply changes)
     lens = LensModel.of(session)
     if lens.lens_request is None or lens.lens is None:
         ids.append(lens.run_lens())
