@@ -165,11 +165,11 @@ def test_menus_title_about_and_shortcuts(qtbot, tiny_folder, config_dir):
     window.close()
 
 
-def test_every_control_of_the_chat_model_panel_and_error_bar_has_a_tooltip(qtbot, config_dir):
-    window = _window(qtbot, "fake-model", panels=("model",), worker_factory=FakeEngine)
+def test_every_control_of_the_chat_model_and_steering_panels_and_error_bar_has_a_tooltip(qtbot, config_dir):
+    window = _window(qtbot, "fake-model", panels=("model", "steering"), worker_factory=FakeEngine)
     kinds = (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QPlainTextEdit)
     missing = []
-    for owner in (window.chat, window.panels["model"], window.errors):
+    for owner in (window.chat, window.panels["model"], window.panels["steering"], window.errors):
         for kind in kinds:
             for widget in owner.findChildren(kind):
                 if isinstance(widget, QLineEdit) and isinstance(widget.parent(), (QComboBox, QAbstractSpinBox)):

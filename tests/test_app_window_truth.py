@@ -126,6 +126,47 @@ def test_truncated_reply_is_marked_and_its_speed_shown(qtbot, tiny_folder, confi
     window.close()
 
 
+def test_a_cancelled_load_leaves_window_and_engine_agreeing(qtbot, tiny_folder, tmp_path, config_dir):
+    from conftest import save_tiny_folder
+
+    other = save_tiny_folder(tmp_path / "other", seed=1)  # other weights: the fingerprint says which is loaded
+    window = _window(qtbot, str(tiny_folder))
+    qtbot.waitUntil(lambda: window.session.model_info is not None, timeout=TIMEOUT)
+    _idle(qtbot, window)
+
+    def agree():
+        shown, held = window.session.model_info, window.worker.state.loaded
+        assert shown is not None and held is not None  # a cancel never leaves the engine without a model
+        assert shown.fingerprint == held.fingerprint.short
+        assert window.panels["model"].load_button.isEnabled() and "loading" not in window.status.text()
+        return shown.spec
+
+    # Cancelled while queued behind a streaming reply: it never runs, the old model stays.
+    window.chat.max_tokens.setValue(2000)
+    window.chat.entry.setText("keep talking")
+    window.chat.send()
+    qtbot.waitUntil(lambda: len(window.session.conversation.tokens) >= 1, timeout=TIMEOUT)
+    window.session.models.load(str(other))
+    window.session.models.cancel_load()
+    window.chat.stop()
+    _idle(qtbot, window)
+    assert agree() == str(tiny_folder)
+    # Cancelled as it runs (before, during or after the weights: the engine is too quick to say which):
+    # either outcome is fine as long as window and engine agree.
+    outcomes = []
+    for delay_ms in (None, 0, 2, 5, 30):
+        before = window.session.model_info.spec
+        asked = str(other) if before == str(tiny_folder) else str(tiny_folder)
+        window.session.models.load(asked)
+        if delay_ms is not None:
+            qtbot.wait(delay_ms)
+        window.session.models.cancel_load()
+        _idle(qtbot, window)
+        outcomes.append("kept" if agree() == before else "loaded")
+    print("cancelled loads ended with", outcomes)
+    window.close()
+
+
 class FailingEngine(FakeEngine):
     """test_app_widgets' scripted engine, failing every message: the first before its reply
     starts, later ones after two tokens."""
