@@ -26,11 +26,11 @@ def versions() -> dict[str, str]:
     return {**{name: package_version(name) for name in PACKAGES}, "Python": platform.python_version()}
 
 
-def version_line() -> str:
+def version_line(prog: str = "symbiont-app") -> str:
     """One line: the app's version and what it runs on (``--version``)."""
     found = versions()
     rest = ", ".join(f"{name} {found[name]}" for name in ("mlx", "mlx-lm", "PySide6", "Python"))
-    return f"symbiont-app {found['symbiont']} ({rest}; {sys.platform} {platform.machine()})"
+    return f"{prog} {found['symbiont']} ({rest}; {sys.platform} {platform.machine()})"
 
 
 def about_text(model_info=None, backend_summary: str | None = None) -> str:

@@ -34,8 +34,9 @@ SELF_CHECK_PROMPT = "What is the capital of France?"
 def _parser() -> argparse.ArgumentParser:
     from .about import version_line
 
-    parser = argparse.ArgumentParser(prog="Symbiont", description="Symbiont desktop app")
-    parser.add_argument("--version", action="version", version=version_line(),
+    parser = argparse.ArgumentParser(prog="Symbiont", description="Symbiont desktop app",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line("Symbiont"),
                         help="print the app's version and those of MLX, mlx-lm, PySide6 and Python, and exit")
     parser.add_argument("--model", default=None,
                         help="model to open: default, a repo id, a folder or a .gguf (window: the last model "

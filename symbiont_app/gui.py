@@ -42,7 +42,9 @@ def start_model(requested: str | None) -> str:
 def main(argv=None) -> int:
     from .about import version_line
 
-    parser = argparse.ArgumentParser(prog="symbiont-app", description="Symbiont desktop app")
+    # Raw: the --version line is printed as one line, not wrapped at the terminal width.
+    parser = argparse.ArgumentParser(prog="symbiont-app", description="Symbiont desktop app",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=version_line(),
                         help="print the app's version and those of MLX, mlx-lm, PySide6 and Python, and exit")
     parser.add_argument("--model", default=None,

@@ -182,12 +182,16 @@ def test_every_control_of_the_chat_model_and_steering_panels_and_error_bar_has_a
     window.close()
 
 
-def test_version_flag(capsys):
+def test_version_flag(capsys, monkeypatch):
     from symbiont_app.about import package_version
+    from symbiont_app.frozen_main import main as frozen_main
     from symbiont_app.gui import main
 
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--version"])
-    assert exit_info.value.code == 0
-    line = capsys.readouterr().out.strip()
-    assert line.startswith(f"symbiont-app {package_version('symbiont')} (mlx {package_version('mlx')}, mlx-lm ")
+    monkeypatch.setenv("COLUMNS", "40")  # one line even on a narrow terminal
+    for entry, prog in ((main, "symbiont-app"), (frozen_main, "Symbiont")):
+        with pytest.raises(SystemExit) as exit_info:
+            entry(["--version"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1
+        assert out.startswith(f"{prog} {package_version('symbiont')} (mlx {package_version('mlx')}, mlx-lm ")
