@@ -253,3 +253,16 @@ def test_start_reopens_the_last_model(config_dir):
     settings.add_recent_model("/models/last")
     settings.save()
     assert start_model(None) == "/models/last" and start_model("org/asked") == "org/asked"
+
+
+def test_unsent_text_survives_closing_the_window(qtbot, config_dir):
+    from symbiont_app.gui import build_window
+
+    window = build_window("fake-model", worker_factory=FakeEngine, panels=[])
+    qtbot.addWidget(window)
+    window.chat.entry.setText("half a thought\nand more")
+    window.close()
+    again = build_window(None, worker_factory=FakeEngine, panels=[])
+    qtbot.addWidget(again)
+    assert again.chat.entry.text() == "half a thought\nand more"
+    again.close()

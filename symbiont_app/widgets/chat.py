@@ -32,6 +32,8 @@ EXAMPLES = (
 )
 """Example messages the empty chat offers (one click sends)."""
 MARKER_STYLE = "color:gray"
+DRAFT_KEY = "chat_draft"
+"""``AppSettings.extras`` key of the unsent text in the entry (kept when the window closes)."""
 
 
 class ChatPanel(QWidget):
@@ -74,6 +76,9 @@ class ChatPanel(QWidget):
             f"for a new line, {key_hint(STOP_KEY)} to stop)")
         self.entry.setToolTip(f"Your message: {key_hint('Return')} sends, {key_hint('Shift+Return')} starts a new line")
         self.entry.submitted.connect(self.send)
+        draft = prefs.extras.get(DRAFT_KEY)
+        if isinstance(draft, str):
+            self.entry.setText(draft)  # what was typed when the window last closed
         self.send_button = _button("Send", "Send the message (Enter)", self.send)
         self.stop_button = _button("Stop", f"Stop the reply where it is ({key_hint(STOP_KEY)})", self.stop)
         self.regenerate_button = _button("Regenerate", f"Forget the last reply and generate it again from the same "

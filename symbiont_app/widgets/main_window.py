@@ -206,6 +206,9 @@ class MainWindow(QMainWindow):
         data.window_state = bytes(self.saveState().toBase64()).decode("ascii")
         data.sampling = self.chat.sampling_prefs()
         data.system_prompt = self.chat.system_prompt.text()
+        from .chat import DRAFT_KEY
+
+        data.extras[DRAFT_KEY] = self.chat.entry.text()  # unsent text survives a restart
         try:
             self.settings.save()
         except OSError as exc:
