@@ -3,26 +3,20 @@
 
 from __future__ import annotations
 
-import queue
-import time
 
 import numpy as np
 import pytest
+from app_fakes import GREEDY, Pump
 
-from mlx_hooks.sampling import SamplingSettings
 from symbiont_app.engine.panels_protocol import (
     InterventionsChanged, LatentRecord, LensComputed, PatchingComputed, SaeLoaded, SaeTrained, WatchedChanged,
 )
-from symbiont_app.engine.protocol import Failed, Finished, LoadModel, ModelLoaded, Progress, ResetChat, TokenStep
-from symbiont_app.engine.worker import EngineWorker
+from symbiont_app.engine.protocol import Failed, Finished, LoadModel, ModelLoaded, Progress, TokenStep
 from symbiont_app.session.lens import LensModel
 from symbiont_app.session.meters import MetersModel
 from symbiont_app.session.sae import SaeModel
-from symbiont_app.session.session import AppSession
-from symbiont_app.session.settings import Settings
 from symbiont_app.session.steering import SteeringModel
 
-GREEDY = SamplingSettings(temp=0)
 TEXTS = ["the cat sat on the mat. " * 4, "a dog ran in the park! " * 4, "one two three four five six " * 3,
          "hello world, hello there. " * 4, "numbers 1 2 3 4 5 6 7 8 9 " * 3]
 
@@ -46,46 +40,6 @@ def tiny_sae_folder(tmp_path_factory, tiny_folder):
     build_feature_records(sae, loaded.model, loaded.tokenizer, TEXTS, n_contexts=2, window=2, n_tokens=3,
                           max_seq_len=64, folder=folder)
     return folder
-
-
-class Pump:
-    """A real engine thread and an AppSession fed on this thread (what the Qt bridge does)."""
-
-    def __init__(self, tmp_path):
-        self.events: queue.Queue = queue.Queue()
-        self.worker = EngineWorker(self.events.put)
-        self.session = AppSession(self.worker, Settings(path=tmp_path / "settings.json"))
-        self.seen: list = []
-        self.worker.start()
-
-    def until(self, predicate, timeout: float = 120.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            self.seen.append(event)
-            self.session.handle_event(event)
-            if predicate(event):
-                return event
-
-    def finish(self, rid: int, timeout: float = 120.0):
-        return self.until(lambda e: isinstance(e, (Finished, Failed)) and e.request_id == rid, timeout)
-
-    def live_done(self, kind=InterventionsChanged, timeout: float = 60.0):
-        return self.until(lambda e: isinstance(e, (kind, Failed)), timeout)
-
-    def send(self, text: str, max_tokens: int = 6) -> list:
-        start = len(self.seen)
-        rid = self.session.conversation.send(text, GREEDY, max_tokens, None)
-        end = self.finish(rid)
-        assert isinstance(end, Finished), end
-        return [e for e in self.seen[start:] if isinstance(e, TokenStep) and e.request_id == rid]
-
-    def reset(self):
-        rid = self.session.submit(ResetChat(self.session.new_id()))
-        self.finish(rid)
-
-    def stop(self):
-        self.worker.stop()
 
 
 @pytest.fixture()

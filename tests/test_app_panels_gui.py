@@ -4,10 +4,10 @@ tiny model and on the default model with the shipped SAE."""
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
+from app_fakes import RecordingEngine
 from PySide6.QtCore import Qt
 
 from mlx_hooks.generate import GenerationStep
@@ -24,27 +24,6 @@ from symbiont_app.session.settings import Settings
 pytestmark = pytest.mark.gui
 
 LABELS = tuple(f"label {i}" for i in range(40))
-
-
-class RecordingEngine:
-    """A fake engine that only records what the GUI asks for; the test plays the engine's events."""
-
-    def __init__(self):
-        self.ids = itertools.count(1)
-        self.submitted, self.live, self.cancelled = [], [], []
-
-    def new_id(self):
-        return next(self.ids)
-
-    def submit(self, request):
-        self.submitted.append(request)
-        return request.request_id
-
-    def cancel(self, rid):
-        self.cancelled.append(rid)
-
-    def post_live(self, request):
-        self.live.append(request)
 
 
 @pytest.fixture()

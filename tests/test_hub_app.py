@@ -4,11 +4,10 @@ panel's progress row (offscreen Qt). Against tests/fake_hub.py's local server.""
 
 from __future__ import annotations
 
-import itertools
-import queue
 import time
 
 import pytest
+from app_fakes import Pump, RecordingEngine
 
 from fake_hub import FakeHub, FakeRepo
 from hub_env import leftovers, point_hub_at
@@ -19,7 +18,6 @@ from symbiont_app.engine.protocol import (
     DownloadModel, DownloadPlanned, DownloadStep, Failed, Finished, LoadModel, ModelDownloaded, ModelEstimate,
     ModelLoaded,
 )
-from symbiont_app.engine.worker import EngineWorker
 from symbiont_app.session.session import AppSession
 from symbiont_app.session.settings import Settings
 from tiny_models import save_model_folder
@@ -43,33 +41,10 @@ def hub(home, monkeypatch, tiny_repo_folder):
     fake.stop()
 
 
-class Pump:
-    """The real engine thread and an AppSession fed on this thread (what the Qt bridge does)."""
-
-    def __init__(self, tmp_path):
-        self.events: queue.Queue = queue.Queue()
-        self.worker = EngineWorker(self.events.put)
-        self.session = AppSession(self.worker, Settings(path=tmp_path / "settings.json"))
-        self.seen: list = []
-        self.worker.start()
-
-    def until(self, predicate, timeout: float = 60.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            self.seen.append(event)
-            self.session.handle_event(event)
-            if predicate(event):
-                return event
-
-    def finish(self, rid: int, timeout: float = 60.0):
-        return self.until(lambda e: isinstance(e, (Finished, Failed)) and e.request_id == rid, timeout)
-
-
 @pytest.fixture
 def pump(tmp_path, tiny_folder):
     """A tiny model loaded from a folder: the model a download must not disturb."""
-    p = Pump(tmp_path)
+    p = Pump(tmp_path, timeout=60.0)
     rid = p.session.models.load(str(tiny_folder))
     assert isinstance(p.until(lambda e: isinstance(e, (ModelLoaded, Failed)) and e.request_id == rid), ModelLoaded)
     p.finish(rid)
@@ -162,25 +137,6 @@ def test_cancel_from_the_session_then_load_again_resumes(pump, hub, home, tiny_r
 
 
 # -- the model panel (offscreen Qt, scripted engine) -------------------------------------------------------
-class RecordingEngine:
-    def __init__(self):
-        self.ids = itertools.count(1)
-        self.submitted, self.cancelled = [], []
-
-    def new_id(self):
-        return next(self.ids)
-
-    def submit(self, request):
-        self.submitted.append(request)
-        return request.request_id
-
-    def cancel(self, rid):
-        self.cancelled.append(rid)
-
-    def post_live(self, request):
-        pass
-
-
 @pytest.mark.gui
 def test_model_panel_shows_the_download_row_and_cancels(qtbot, tmp_path):
     from PySide6.QtCore import Qt
