@@ -79,6 +79,15 @@ def make_untied_llama(seed: int = 1, layers: int = 3, hidden: int = 64, vocab: i
     return model
 
 
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """A cache folder of the module's own (``SYMBIONT_CACHE_DIR``): converted GGUFs and remembered content
+    digests stay out of the user's cache (module scope, so that a module's shared conversions see it too)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("SYMBIONT_CACHE_DIR", str(tmp_path_factory.mktemp("symbiont-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_byte_tokenizer()

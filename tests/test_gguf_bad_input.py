@@ -23,7 +23,7 @@ from mlx_hooks.gguf_convert import convert_gguf, inspect_gguf
 
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
+def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMBIONT_CACHE_DIR", str(tmp_path / "cache"))
 
 

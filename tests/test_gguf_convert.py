@@ -18,6 +18,7 @@ import mlx_lm
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
+from gguf_fixtures import byte_chars, llama_cpp_permute
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
 
@@ -38,13 +39,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SAMPLE = " the cat sat on the mat hello world 12"
-
-
-def byte_chars() -> list[str]:
-    """GPT-2's byte -> printable character table, indexed by byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
 def make_vocab() -> list[str]:
@@ -74,13 +68,7 @@ def build_tiny_model(seed: int = 0) -> llama.Model:
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def private_cache(tmp_path_factory):
-    """Content digests are remembered in the cache folder: keep them out of the user's
-    (module scope, so that the module's shared conversions see it too)."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("SYMBIONT_CACHE_DIR", str(tmp_path_factory.mktemp("symbiont-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache folder of this module's own
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +104,6 @@ def gguf_name(name: str) -> str:
     if parts[1] == "layers":
         return f"blk.{parts[2]}.{GGUF_NAMES[parts[-2]]}.{parts[-1]}"
     return f"{GGUF_NAMES[parts[-2]]}.{parts[-1]}"
-
-
-def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def tensor_type(gname: str, ndim: int, qtype: Q, embd_type: Q | None, types: dict) -> Q:

@@ -30,13 +30,7 @@ CONVERTED_TYPE = {"mistral": "llama", "gemma3": "gemma3_text"}
 IDS = [5, 17, 200, 3, 99, 99, 42, 7, 250, 1, 64, 128, 30, 31, 2, 77, 150, 9, 12, 240]  # 20 > the sliding window (8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def private_cache(tmp_path_factory):
-    """Content digests are remembered in the cache folder: keep them out of the user's
-    (module scope, so that the module's shared conversions see it too)."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("SYMBIONT_CACHE_DIR", str(tmp_path_factory.mktemp("symbiont-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache folder of this module's own
 
 
 def logits(model, ids=IDS) -> np.ndarray:

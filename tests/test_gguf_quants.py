@@ -42,13 +42,7 @@ EXACT = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K"]
 REQUANTIZED = ["Q2_K", "Q3_K", "Q6_K"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def private_cache(tmp_path_factory):
-    """Content digests are remembered in the cache folder: keep them out of the user's
-    (module scope, so that the module's shared conversions see it too)."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("SYMBIONT_CACHE_DIR", str(tmp_path_factory.mktemp("symbiont-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache folder of this module's own
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])

@@ -46,13 +46,7 @@ TEXTS = [
 CHAT_TEMPLATE = "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def private_cache(tmp_path_factory):
-    """Content digests are remembered in the cache folder: keep them out of the user's
-    (module scope, so that the module's shared conversions see it too)."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("SYMBIONT_CACHE_DIR", str(tmp_path_factory.mktemp("symbiont-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache folder of this module's own
 
 
 def train(model_type: str, prefix: bool):
