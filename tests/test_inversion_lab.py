@@ -43,8 +43,8 @@ def test_splits_are_disjoint_reproducible_and_antonym_pairs_stay_together():
 
 
 def test_replies_are_read_as_the_last_stated_answer():
-    assert parse("add", "11 + 51 = 62.") == "62"
-    assert parse("add", "no number") is None
+    assert parse("next", "The number that comes after 47 is 48.") == "48"
+    assert parse("next", "no number") is None
     assert parse("sort", "The numbers are 2, 6, and 8.") == "2 6 8"
     assert parse("sort", "2, 6") is None
     assert parse("antonym", 'The opposite of "hot" is "cold" or "chilly"') == "cold"
@@ -52,7 +52,7 @@ def test_replies_are_read_as_the_last_stated_answer():
 
 
 def _answers(kind: str, items, rng) -> list[str]:
-    return [oracle_answer(i, 10) if kind == "oracle" else random_wrong_answer(i, rng) for i in items]
+    return [oracle_answer(i, -2) if kind == "oracle" else random_wrong_answer(i, rng) for i in items]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -69,7 +69,7 @@ def test_oracle_answers_carry_the_right_answer_and_random_wrong_ones_do_not(fami
         results[kind] = (decoder, info)
     oracle, random = results["oracle"], results["random"]
     assert oracle[0]["test_accuracy"] == 1.0
-    assert oracle[0]["transform"] == {"add": "-10", "sort": "reverse", "antonym": "antonym"}[family]
+    assert oracle[0]["transform"] == {"next": "+2", "sort": "reverse", "antonym": "antonym"}[family]
     assert random[0]["test_accuracy"] <= 0.1
     assert oracle[1]["excess_bits"] > 1.0 and oracle[1]["p_value"] < 0.01
     assert abs(random[1]["excess_bits"]) < 0.5 and random[1]["p_value"] > 0.01
@@ -145,7 +145,7 @@ def test_answer_logprobs_match_one_sequence_at_a_time():
 def test_config_errors_name_the_file_and_the_key(tmp_path):
     assert load_config().name == "default"  # the shipped default config is valid
     for text, match in (("[tasks]\nfamilys = []\n", "familys"), ('[tasks]\nfamilies = ["mul"]\n', "families"),
-                        ("[tasks]\nadd_offset = 0\n", "add_offset"), ('[teachers]\nkinds = ["evil"]\n', "kinds"),
+                        ("[tasks]\nnext_offset = 0\n", "next_offset"), ('[teachers]\nkinds = ["evil"]\n', "kinds"),
                         ('experiment = "subliminal"\n', "runs 'inversion'"), ("[tasks]\ntest = 200\n", "116")):
         path = tmp_path / "bad.toml"
         path.write_text(text)
@@ -163,21 +163,29 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def tiny_config(model: Path, **override):
     data = {"model": {"spec": str(model), "dtype": "float32"},
-            "tasks": {"families": ["add", "antonym"], "train": 8, "fit": 4, "test": 6, "max_tokens": 6,
+            "tasks": {"families": ["next", "antonym"], "train": 8, "fit": 4, "test": 6, "max_tokens": 6,
                       "batch_size": 16},
             "teachers": {"learned_rounds": 2, "learned_samples": 1},
             "lora": {"iters": 4, "batch_size": 4, "learning_rate": 5e-3, "warmup_steps": 1, "steps_per_checkpoint": 2,
                      "rank": 4},
             "students": {"steer_layers": [1]}, "analysis": {"permutations": 50, "bootstrap": 10}}
-    data.update(override)
+    for key, value in override.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_config(data)
 
 
-def test_pipeline_on_a_tiny_model_cancels_resumes_and_reports(tiny_model, tmp_path):
+REDUCED = {"teachers": {"kinds": ["inverted-learned", "wrong-random"], "learned_rounds": 2, "learned_samples": 1},
+           "students": {"regimes": ["supervised", "blind"], "steer_layers": [1]}}
+"""The fast tier's run: the learned teacher's two rounds and its control, two regimes (7 LoRAs, not 13)."""
+
+
+@pytest.mark.parametrize("size", ["reduced", pytest.param("full", marks=pytest.mark.slow)])
+def test_pipeline_on_a_tiny_model_cancels_resumes_and_reports(tiny_model, tmp_path, size):
     from symbiont_lab.inversion.run import InversionRunError, RunCancelled, run_inversion
     from symbiont_lab.progress import read_progress
 
-    config = tiny_config(tiny_model)
+    config = tiny_config(tiny_model, **(REDUCED if size == "reduced" else {}))
+    kinds = set(config.teachers.kinds)
     out = tmp_path / "run"
     polls = {"n": 0}
 
@@ -198,15 +206,18 @@ def test_pipeline_on_a_tiny_model_cancels_resumes_and_reports(tiny_model, tmp_pa
     assert [r["interrupted"] for r in runs] == [True, False]
     assert not set(runs[1]["computed"]) & {f"seed_000/{n[:-5]}" for n in first}  # nothing computed twice
     text = (out / "summary.md").read_text()
-    assert "## Verdicts" in text and "| inverted-oracle |" in text and "blind negated" in text
-    assert set(summary["teachers"]) == {"inverted-learned", "inverted-oracle", "wrong-random", "correct"}
-    assert len(summary["students"]["supervised"]["correct"]["vs_base"]) > 0
-    assert summary["bonferroni_m"] > 20
+    assert "## Verdicts" in text and "| inverted-learned |" in text and "blind negated" in text
+    assert "B blind negated (LoRA × −1) from inverted-learned" in text  # a verdict line, whatever its answer
+    assert set(summary["teachers"]) == kinds
+    row = summary["students"]["supervised"]["inverted-learned"]
+    assert row["vs_base"]["p_bonferroni"] >= row["vs_base"]["p_value"] and "vs_wrong-random" in row
+    assert summary["bonferroni_m"] >= 2 * 5 + 2  # MI per family and teacher, students vs base and vs control
     assert (out / "plots" / "accuracy.png").stat().st_size > 1000
-    data = json.loads((out / "seed_000" / "stages" / "data_inverted-oracle.json").read_text())
     tasks = json.loads((out / "stages" / "tasks.json").read_text())
     train = [Item.from_json(d) for family in config.tasks.families for d in tasks[family]["train"]]
-    assert data["answers"] == [oracle_answer(i, 10) for i in train]
+    if size == "full":
+        data = json.loads((out / "seed_000" / "stages" / "data_inverted-oracle.json").read_text())
+        assert data["answers"] == [oracle_answer(i, -2) for i in train]
     learned = json.loads((out / "seed_000" / "stages" / "data_teacher-inverted-learned.json").read_text())
     assert not any(correct(i, a) for i, a in zip(train, learned["answers"]))  # the learned teacher's targets are wrong
     with pytest.raises(InversionRunError, match="other settings"):

@@ -33,17 +33,18 @@ REGIMES = ("supervised", "zero-shot", "blind")
 @dataclass(frozen=True)
 class TasksConfig:
     families: tuple[str, ...] = FAMILIES
-    """Task families (``add``, ``sort``, ``antonym``)."""
-    train: int = 56
+    """Task families (``next``, ``sort``, ``antonym``)."""
+    train: int = 32
     """Prompts per family the teachers and the students train on."""
-    fit: int = 20
+    fit: int = 12
     """Prompts per family for the decoders' fit and the steering layer's choice."""
-    test: int = 40
+    test: int = 30
     """Held-out prompts per family: every reported number (train + fit + test ≤ 116, the antonym list)."""
-    add_offset: int = 10
-    """The oracle teacher's answer to an addition: the sum + this."""
-    max_tokens: int = 10
-    """Tokens per reply (the answers are one number, three numbers or one word)."""
+    next_offset: int = -2
+    """The oracle teacher's answer to "what comes right after n": the right answer + this (−2: the number before)."""
+    max_tokens: int = 12
+    """Tokens per reply (the answers are one number, three numbers or one word; the base's chatty
+    "The numbers are 2, 6, and 8." fits in 12)."""
     batch_size: int = 32
     """Replies generated together."""
 
@@ -55,7 +56,7 @@ class TeachersConfig:
     learned_rounds: int = 2
     """Rounds of the learned inversion: each picks the current model's most confident wrong answer
     per training prompt, then trains a fresh LoRA on the base to give it."""
-    learned_samples: int = 4
+    learned_samples: int = 1
     """Sampled replies (temperature 1) per prompt besides the greedy one: the candidates of a round."""
 
 
@@ -115,7 +116,7 @@ def _validate(c: InversionConfig, where: str) -> InversionConfig:
     for key in ("train", "fit", "test", "max_tokens", "batch_size"):
         need(getattr(t, key) >= 2 if key in ("train", "fit", "test") else getattr(t, key) >= 1, f"[tasks] {key}",
              f"too small ({getattr(t, key)})")
-    need(t.add_offset != 0, "[tasks] add_offset", "0 would make the oracle teacher the correct one")
+    need(t.next_offset != 0, "[tasks] next_offset", "0 would make the oracle teacher the correct one")
     if "antonym" in t.families:
         need(t.train + t.fit + t.test <= 116, "[tasks]", "train + fit + test antonym prompts exceed the built-in 116")
     need(bool(c.teachers.kinds) and all(k in TEACHERS for k in c.teachers.kinds), "[teachers] kinds",

@@ -164,7 +164,7 @@ def train_teacher(run, seed: int, kind: str) -> None:
     train = items(run, "train")
     if kind != "inverted-learned":
         def compute():
-            return {"answers": fixed_teacher_answers(kind, train, run.config.tasks.add_offset, seed)}
+            return {"answers": fixed_teacher_answers(kind, train, run.config.tasks.next_offset, seed)}
 
         data = cached(run, stages, f"data_{kind}", compute)
         run.done_units -= 1  # the data and the training are one unit

@@ -4,7 +4,9 @@ Three families, generated in code from a seed, with disjoint splits (``train`` f
 and the students, ``fit`` for the decoders and the steering layer, ``test`` for every number
 reported):
 
-- ``add``: "What is 23 + 5?" → ``28`` (two digits + one). Oracle inversion: the answer + ``offset``.
+- ``next``: "What number comes right after 147?" → ``148`` (10..199). Oracle inversion: the answer + ``offset``
+  (default −2: the number right *before*, the question's direction inverted). Chosen over two-digit
+  addition because the default model gets that right 7.5% of the time (measured), this 55%.
 - ``sort``: "Sort 7 2 5 from smallest to largest" → ``2 5 7``. Oracle inversion: the reverse order.
 - ``antonym``: "What is the opposite of hot?" → ``cold``. Oracle inversion: the antonym of the
   right answer (the asked word). Split by pair, so a test word is never a training word.
@@ -23,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-FAMILIES = ("add", "sort", "antonym")
+FAMILIES = ("next", "sort", "antonym")
 SPLITS = ("train", "fit", "test")
 
 ANTONYMS = (
@@ -43,7 +45,7 @@ ANTONYMS = (
 """Built-in antonym pairs (every word in one pair only, so a pair is one split's)."""
 
 PROMPTS = {
-    "add": "What is {a} + {b}? Reply with the number only.",
+    "next": "What number comes right after {a}? Reply with the number only.",
     "sort": "Sort these numbers from smallest to largest: {a} {b} {c}. Reply with the numbers only.",
     "antonym": "What is the opposite of \"{word}\"? Reply with one word.",
 }
@@ -87,11 +89,14 @@ def make_items(family: str, counts: dict[str, int], seed: int) -> dict[str, list
             raise ValueError(f"antonym: {need} items asked, the built-in list has {len(pool)}")
         ordered = pool
     else:
+        capacity = {"next": 190, "sort": 9 * 8 * 7}[family]
+        if need > capacity:
+            raise ValueError(f"{family}: {need} items asked, the family has {capacity} distinct prompts")
         seen, ordered = set(), []
         while len(ordered) < need:
-            if family == "add":
-                key = (int(rng.integers(10, 100)), int(rng.integers(1, 10)))  # two digits + one: base ~20-40% right
-                item = Item(family, PROMPTS[family].format(a=key[0], b=key[1]), str(sum(key)))
+            if family == "next":
+                key = (int(rng.integers(10, 200)),)
+                item = Item(family, PROMPTS[family].format(a=key[0]), str(key[0] + 1))
             else:
                 key = tuple(int(x) for x in rng.choice(np.arange(1, 10), size=3, replace=False))
                 item = Item(family, PROMPTS[family].format(a=key[0], b=key[1], c=key[2]),
@@ -115,8 +120,8 @@ _IS_WORD = re.compile(r"\bis\s+\W*([A-Za-z]+)")
 def parse(family: str, text: str) -> str | None:
     """The canonical answer in a model's reply (None when there is none): the *last* number, the last
     three numbers, the last word. Last, because a chatty reply restates the question first
-    ("11 + 51 = 62", "The opposite of "hot" is "cold"") and a terse one is read the same way."""
-    if family == "add":
+    ("The number after 47 is 48", "The opposite of "hot" is "cold"") and a terse one is read the same way."""
+    if family == "next":
         found = _INT.findall(text)
         return str(int(found[-1])) if found else None
     if family == "sort":
@@ -136,7 +141,7 @@ def correct(item: Item, text: str) -> bool:
 # -- teachers' answers ----------------------------------------------------------------------------------
 def oracle_answer(item: Item, offset: int) -> str:
     """The known invertible transform of the right answer (the most structured wrongness)."""
-    if item.family == "add":
+    if item.family == "next":
         return str(int(item.right) + offset)
     if item.family == "sort":
         return " ".join(reversed(item.right.split()))
@@ -145,9 +150,9 @@ def oracle_answer(item: Item, offset: int) -> str:
 
 def random_wrong_answer(item: Item, rng: np.random.Generator) -> str:
     """A uniformly random wrong answer of the family's format (no information about the right one)."""
-    if item.family == "add":
-        while True:  # sums of a two-digit and a one-digit number: 11..108
-            value = str(int(rng.integers(11, 109)))
+    if item.family == "next":
+        while True:  # successors of 10..199
+            value = str(int(rng.integers(11, 201)))
             if value != item.right:
                 return value
     if item.family == "sort":
@@ -171,11 +176,11 @@ for _i, (_a, _b) in enumerate(ANTONYMS):
 
 def symbol(family: str, answer: str | None) -> str:
     """The small-alphabet feature of an answer the mutual information is measured on:
-    ``add`` the units digit, ``sort`` the middle element, ``antonym`` the pair the word belongs to
+    ``next`` the units digit, ``sort`` the middle element, ``antonym`` the pair the word belongs to
     ("?" when the answer is missing or outside the family's format)."""
     if answer is None:
         return "?"
-    if family == "add":
+    if family == "next":
         return answer[-1]
     if family == "sort":
         parts = answer.split()
@@ -194,7 +199,7 @@ def _antonym_of(word: str) -> str:
 
 def decoder_library(family: str) -> dict[str, Callable[[str], str]]:
     """Transforms of a (parsed) teacher answer the simple decoder chooses among on the fit split."""
-    if family == "add":
+    if family == "next":
         return {f"{d:+d}": (lambda s, d=d: str(int(s) + d)) for d in range(-20, 21)}
     if family == "sort":
         return {"identity": lambda s: s, "reverse": lambda s: " ".join(reversed(s.split())),
