@@ -128,8 +128,9 @@ def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerCont
         return
     r = records.records[latent]
     contexts = tuple(
-        ContextRow(c.value, _one_line("".join(c.tokens[: c.focus])), visible(c.tokens[c.focus]),
-                   _one_line("".join(c.tokens[c.focus + 1:])))
+        # the focus token's leading space stays in the text before it ("the Earth", not "theEarth")
+        ContextRow(c.value, _one_line("".join(c.tokens[: c.focus]) + _leading_space(c.tokens[c.focus])),
+                   visible(c.tokens[c.focus]), _one_line("".join(c.tokens[c.focus + 1:])))
         for c in r.top_contexts
     )
     ctx.emit(LatentRecord(
@@ -155,6 +156,10 @@ def contrast(state: EngineState, request: ContrastSearch, ctx: HandlerContext) -
                              top_n=request.top_n, direction="a")
     ctx.emit(ContrastFound(request.request_id, tuple((c.index, c.mean_a, c.mean_b, c.difference, c.label)
                                                      for c in found)))
+
+
+def _leading_space(token: str) -> str:
+    return " " if token[:1] == " " and token.strip() else ""
 
 
 def _one_line(text: str) -> str:
