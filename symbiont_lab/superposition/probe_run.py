@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ..progress import ProgressLog
-from ..run_folder import dump_json, owned, prepare_config, read_json, run_entry, append_run
+from ..run_folder import append_run, dump_json, owned, prepare_config, read_json, run_entry
 from .experiments import SuperpositionError
 from .model_activations import SAE_KIND, points_of, pooled_activations
 from .probe_data import LabelledSet
@@ -136,8 +136,8 @@ def run_probes(loaded, sets: list[LabelledSet], config: ProbeConfig, out_dir: st
     kinds = [k for k in config.kinds if k != SAE_KIND]
     if SAE_KIND in config.kinds and sae is None:
         raise SuperpositionError("probing 'sae' latents needs an SAE (--sae PATH)")
-    names = sum(points_of(loaded.model, kinds, config.layers).values(), []) if kinds else []
-    by_kind = points_of(loaded.model, kinds, config.layers) if kinds else {}
+    by_kind = points_of(loaded.model, kinds, config.layers) if kinds else {}  # a bad kind or layer: refused here
+    names = [p for points in by_kind.values() for p in points]
     with owned(folder, SuperpositionError):
         prepare_config(folder / "config.json", {"format": FORMAT_VERSION, "lab": "probe",
                                                 "settings": config.identity(loaded.fingerprint.to_dict(), sae_info)},
