@@ -23,7 +23,9 @@ def render_plots(folder: str | Path, out: dict) -> dict[str, Path]:
     teachers = list(out["teachers"])
     groups = [("A", {k: v["accuracy"] for k, v in out["teachers"].items()}),
               ("decoder", {k: v["decoder"]["accuracy"] for k, v in out["teachers"].items()})]
-    groups += [(label, {k: row["accuracy"] for k, row in rows.items()}) for label, rows in out["students"].items()]
+    short = {"blind negated (LoRA × −1)": "blind B × −1", "blind as trained": "blind B", "steered −(B − base)": "steer −(B−base)"}
+    groups += [(short.get(label, label), {k: row["accuracy"] for k, row in rows.items()})
+               for label, rows in out["students"].items()]
     if teachers:
         widget, item = plot_widget("Test accuracy (95% CI); dashed: the base model", "accuracy",
                                    legend_offset=(10, 10))
@@ -36,7 +38,6 @@ def render_plots(folder: str | Path, out: dict) -> dict[str, Path]:
             ok = np.isfinite(means)
             item.addItem(pg.BarGraphItem(x=xs[ok], height=means[ok], width=width * 0.9, brush=pg.mkBrush(*COLOURS[k]),
                                          name=kind))
-            item.plot([], [], pen=pg.mkPen(COLOURS[k], width=6), name=kind)
             item.addItem(pg.ErrorBarItem(x=xs[ok], y=means[ok], top=np.nan_to_num(highs - means)[ok],
                                          bottom=np.nan_to_num(means - lows)[ok], beam=width * 0.3))
         base = out["base"]["accuracy"]["mean"]

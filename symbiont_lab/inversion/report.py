@@ -60,13 +60,14 @@ def collect(path: Path, config) -> dict:
     hits: dict[tuple[str, str], list[float]] = {}
     decoder_hits: dict[str, list[float]] = {}
     for kind in config.teachers.kinds:
-        acc, sym_a, sym_r, dec, transforms = [], {f: [] for f in families}, {f: [] for f in families}, [], {}
+        acc, fam, sym_a, sym_r, dec, transforms = [], [], {f: [] for f in families}, {f: [] for f in families}, [], {}
         for s in seeds:
             st = Stages(path / f"seed_{s:03d}")
             if not st.done(f"replies_{kind}"):
                 continue
             r = st.get(f"replies_{kind}")
             acc += [float(correct(i, t)) for i, t in zip(test, r["test"])]
+            fam += [i.family for i in test]
             for i, t in zip(test, r["test"]):
                 sym_a[i.family].append(symbol(i.family, parse(i.family, t)))
                 sym_r[i.family].append(symbol(i.family, i.right))
@@ -86,7 +87,7 @@ def collect(path: Path, config) -> dict:
         decoder_hits[kind] = [h for block in dec for h in block]
         out["teachers"][kind] = {
             "accuracy": _ci(acc),
-            "by_family": {f: _ci([h for h, g in zip(acc, np.tile(fam_of, len(seeds))) if g == f]) for f in families},
+            "by_family": {f: _ci([h for h, g in zip(acc, fam) if g == f]) for f in families},
             "mi": {f: information_test(sym_a[f], sym_r[f], permutations=perms, bootstrap=config.analysis.bootstrap)
                    for f in families if sym_a[f]},
             "decoder": {"accuracy": _ci(decoder_hits[kind]), "transforms": transforms}}
