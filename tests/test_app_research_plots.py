@@ -141,3 +141,31 @@ def test_lens_heatmap_colour_bar_labels_and_large_view(qtbot, tmp_path):
     np.testing.assert_allclose(view.map.image.image, 0.5 * probs[:, :, 0].T)  # it follows the next lens
     assert panel.patch_map.colour_bar is not None and "logit difference" in panel.patch_map.colour_bar.getAxis("left").labelText
     view.close()
+
+
+def test_series_plots_follow_the_tokens(qtbot, tmp_path, monkeypatch):
+    """Positions far from 0 (a long conversation) are in view: the empty plot's 0..16 range lets go."""
+    monkeypatch.setenv("SYMBIONT_CONFIG_DIR", str(tmp_path / "config"))
+    from test_app_widgets import FakeEngine
+
+    from symbiont_app.gui import build_window
+    from symbiont_app.widgets.panels import PANELS
+
+    window = build_window("fake-model", worker_factory=FakeEngine, panels=[p for p in PANELS if p.name == "temperature"])
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.session.model_info is not None, timeout=10000)
+    panel = window.panels["temperature"]
+    for _ in range(3):
+        window.chat.entry.setText("hello")
+        window.chat.send()
+        qtbot.waitUntil(lambda: not window.session.active, timeout=10000)
+    panel.flush()
+    xs = panel.prob_curve.getData()[0]
+    assert len(xs) and np.nanmax(xs) > 16
+
+    def in_view():
+        low, high = panel.prob_plot.getViewBox().viewRange()[0]
+        return low <= np.nanmin(xs) and np.nanmax(xs) <= high
+
+    qtbot.waitUntil(in_view, timeout=3000)  # the view re-fits on its next update
+    window.close()

@@ -110,8 +110,8 @@ class MetersPanel(QWidget):
         self.header.setWordWrap(True)
         # Bars of the focused token's top latents (horizontal, strongest on top); created once.
         self.steering = SteeringModel.of(session)  # its list says which latents are clamped / ablated
-        self.bars_plot = pg.PlotWidget(title="top latents at the focused token (orange: clamped, red: ablated)")
-        self.bars_plot.setLabel("bottom", "latent activation (SAE units)")
+        self.bars_plot = pg.PlotWidget(title="top latents at the focused token")
+        self.bars_plot.setLabel("bottom", "latent activation (SAE units); bar orange: clamped, red: ablated")
         self.bars_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.bars_plot.invertY(True)
         self.bars = pg.BarGraphItem(x0=np.zeros(0), y=np.zeros(0), height=0.7, width=np.zeros(0), brush=BAR_COLOUR)
@@ -129,6 +129,7 @@ class MetersPanel(QWidget):
         for axis in ("bottom", "left"):
             self.strip.getAxis(axis).enableAutoSIPrefix(False)
         self.strip.setXRange(0, 16)  # until the first reply: a token range, not -400..400
+        self._strip_fitted = False
         self.strip.showGrid(y=True, alpha=0.25)
         self.strip.addLegend(offset=(5, 5))
         self.curves: dict[int, pg.PlotDataItem] = {}
@@ -243,6 +244,10 @@ class MetersPanel(QWidget):
                 dots = self.lone_points[latent] = pg.ScatterPlotItem(size=6, pen=None, brush=series_colour(i))
                 self.strip.addItem(dots)
             dots.setData(xs[lone], ys[lone])
+        if len(positions) and watched and not self._strip_fitted:  # data at last: follow it from now on
+            self._strip_fitted = True
+            self.strip.enableAutoRange(x=True, y=True)
+            self.strip.getViewBox().updateAutoRange()  # now, not at the next paint of a hidden dock
 
     def _on_selected(self) -> None:
         self.actions.refresh()

@@ -34,7 +34,8 @@ class TemperaturePanel(QWidget):
         self.prob_plot.setXLink(self.entropy_plot)
         for plot in (self.entropy_plot, self.prob_plot):
             plot.getAxis("bottom").enableAutoSIPrefix(False)  # positions are whole tokens, never "×0.001"
-        self.prob_plot.setXRange(0, 16)  # until the first reply: a plausible token range, not -400..400
+        self._fitted = False
+        """The position axis follows the data (set once the first tokens are drawn)."""
         self.prob_curve = self.prob_plot.plot([], [], pen=pg.mkPen(series_colour(0), width=2), name="p(chosen)")
         self.selected_lines = []
         for plot in (self.entropy_plot, self.prob_plot):
@@ -120,6 +121,13 @@ class TemperaturePanel(QWidget):
         positions, entropy, prob = _with_gaps(*self.view.series())
         self.entropy_curve.setData(positions, entropy, connect="finite")
         self.prob_curve.setData(positions, prob, connect="finite")
+        if len(positions) and not self._fitted:  # the first tokens: follow the data from now on
+            self._fitted = True
+            self.entropy_plot.enableAutoRange(x=True, y=True)
+            self.entropy_plot.getViewBox().updateAutoRange()  # now, not at the next paint of a hidden dock
+        elif not len(positions):
+            self._fitted = False
+            self.prob_plot.setXRange(0, 16)  # empty: a plausible token range, not -400..400
 
     def _redraw_distribution(self) -> None:
         d = self.view.distribution
