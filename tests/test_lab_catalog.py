@@ -73,3 +73,25 @@ def test_panel_offers_configs_descriptions_and_shows_the_eta(qtbot, tmp_path):
     assert widget.clock.eta() == pytest.approx(60.0, abs=5) and "left" in widget.eta.text()
     widget.model.finished(0)
     assert widget.eta.text() == "overall: 50% done"
+
+
+@pytest.mark.gui
+def test_every_listed_experiment_has_its_description_and_duration_as_tooltip(qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from symbiont_app.session.session import AppSession
+    from symbiont_app.session.settings import Settings
+    from symbiont_app.widgets.lab import LabPanel
+
+    class NoEngine:
+        def new_id(self):
+            return 1
+
+    widget = LabPanel(AppSession(NoEngine(), Settings(path=tmp_path / "settings.json")))
+    qtbot.addWidget(widget)
+    assert widget.experiment.count() == len(EXPERIMENTS)
+    for i in range(widget.experiment.count()):
+        tip = widget.experiment.itemData(i, Qt.ItemDataRole.ToolTipRole)
+        assert "Duration: " in tip
+    negation = widget.experiment.findData("negation")
+    assert "~7 min" in widget.experiment.itemData(negation, Qt.ItemDataRole.ToolTipRole)

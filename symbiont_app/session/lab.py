@@ -63,7 +63,7 @@ EXPERIMENTS: dict[str, LabExperiment] = {e.name: e for e in (
 )}
 
 STATES = ("idle", "running", "cancelling", "finished", "failed", "cancelled")
-PROGRESS_X_LABEL = "run progress (the lab's own count: optimizer steps, seeds, responses…)"
+PROGRESS_X_LABEL = "run progress (the lab's own count: steps, seeds…)"
 STEP_METRIC = "step"
 """A progress record's metric with this name is the x of its other metrics (else the run's progress count)."""
 

@@ -45,6 +45,10 @@ class LabPanel(QWidget):
         self.experiment = QComboBox()
         for spec in EXPERIMENTS.values():
             self.experiment.addItem(spec.title, spec.name)
+            info = describe(spec)  # the list's tooltips: what each does and how long it takes
+            self.experiment.setItemData(self.experiment.count() - 1,
+                                        f"{info.description or spec.title}\nDuration: {info.duration or 'not measured yet'}",
+                                        Qt.ItemDataRole.ToolTipRole)
         self.experiment.currentIndexChanged.connect(self._experiment_changed)
         self.out = QLineEdit(placeholderText=f"run folder (default {_home_relative(lab_runs_dir())}/<experiment>)")
         out_button = QPushButton("…")
