@@ -53,7 +53,7 @@ EXPERIMENTS: dict[str, LabExperiment] = {e.name: e for e in (
                   True, "summary.md"),
     LabExperiment("inversion", "Inversion: wrong teachers → blind students (default config; ~1 h)", ("lab", "inversion"),
                   False, "summary.md"),
-    LabExperiment("emergence", "Emergence: grokking live + effective information (~30 min)", ("lab", "emergence"),
+    LabExperiment("emergence", "Emergence: grokking live + effective information (~25 min)", ("lab", "emergence"),
                   False, "summary.md"),
     LabExperiment("superposition", "Superposition: toy models, XOR lesions, interference (minutes)",
                   ("lab", "superposition"), False, "report.md"),

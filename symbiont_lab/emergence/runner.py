@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mlx_hooks.effective_information import effective_information, one_hot_outputs, pooled_tpm
+from mlx_hooks.effective_information import bootstrap_ei, one_hot_outputs
 
 from ..progress import ProgressLog
 from ..run_folder import append_run, dump_json, prepare_config, read_json, run_entry
@@ -118,9 +118,9 @@ def ei_steps(steps: list[int], every: int) -> list[int]:
 
 
 def quick_ei(choices) -> float:
-    """EI (bits) of stored outputs ``[prompts, states]``, without intervals (for live curves)."""
+    """Conditional EI (bits) of stored outputs ``[prompts, states]``, without intervals (for live curves)."""
     per_prompt, _ = one_hot_outputs(np.asarray(choices))
-    return effective_information(pooled_tpm(per_prompt)).ei_bits
+    return bootstrap_ei(per_prompt, n_boot=0).value.ei_bits
 
 
 def _log10(value: float) -> float:
