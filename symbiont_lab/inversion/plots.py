@@ -23,7 +23,8 @@ def render_plots(folder: str | Path, out: dict) -> dict[str, Path]:
     teachers = list(out["teachers"])
     groups = [("A", {k: v["accuracy"] for k, v in out["teachers"].items()}),
               ("decoder", {k: v["decoder"]["accuracy"] for k, v in out["teachers"].items()})]
-    short = {"blind negated (LoRA × −1)": "blind B × −1", "blind as trained": "blind B", "steered −(B − base)": "steer −(B−base)"}
+    short = {"blind negated (LoRA × −1)": "blind B × −1", "blind as trained": "blind B",
+             "steered −(B − base)": "steer −(B−base)"}
     groups += [(short.get(label, label), {k: row["accuracy"] for k, row in rows.items()})
                for label, rows in out["students"].items()]
     if teachers:

@@ -95,7 +95,8 @@ def collect(path: Path, config) -> dict:
     for kind, info in out["teachers"].items():
         for f, mi in info["mi"].items():
             tests.append((("mi", kind, f), mi["p_value"]))
-        if kind != "wrong-random" and "wrong-random" in decoder_hits and len(decoder_hits[kind]) == len(decoder_hits["wrong-random"]):
+        control = decoder_hits.get("wrong-random")
+        if kind != "wrong-random" and control is not None and len(decoder_hits[kind]) == len(control):
             info["decoder"]["vs_wrong_random"] = _cmp(decoder_hits["wrong-random"], decoder_hits[kind], perms)
             tests.append((("decoder", kind), info["decoder"]["vs_wrong_random"]["p_value"]))
     base_pooled = base_hits * len(seeds)
@@ -149,7 +150,8 @@ def verdicts(out: dict, alpha: float) -> list[str]:
         structured = bool(mi_sig) or _significant(dec, alpha)
         lines.append(f"A = {kind}: accuracy {info['accuracy']['mean']:.2f}; MI above the permutation null in "
                      f"{', '.join(mi_sig) or 'no family'}; decoder {info['decoder']['accuracy']['mean']:.2f}"
-                     + (f" vs wrong-random {info['decoder']['accuracy']['mean'] - dec['difference']['mean']:.2f}" if dec else "")
+                     + (f" vs wrong-random {info['decoder']['accuracy']['mean'] - dec['difference']['mean']:.2f}"
+                        if dec else "")
                      + f" -> structured wrongness: **{'yes' if structured else 'no'}**")
     for label in out["students"]:
         for kind in ("inverted-learned", "inverted-oracle"):
@@ -212,7 +214,8 @@ def render(out: dict, config, run_info: dict | None = None) -> str:
             first = next((i for i, v in enumerate(departed) if v >= 0.5), None)
             cos = np.array([[np.nan if c is None else c for c in r.get("cosine", [])] for r in recs], dtype=float)
             cm = np.nanmean(cos, axis=0) if cos.size else np.array([])
-            lines.append(f"| {kind} | {np.nanmean(cm):.3f} | " + (f"{np.nanmax(cm):.3f} ({int(np.nanargmax(cm))})" if cm.size else "—")
+            best = f"{np.nanmax(cm):.3f} ({int(np.nanargmax(cm))})" if cm.size and np.isfinite(cm).any() else "—"
+            lines.append(f"| {kind} | {np.nanmean(cm) if cm.size else float('nan'):.3f} | {best}"
                          + f" | {first if first is not None else 'none'} |")
     if run_info:
         lines += ["", "## Run", ""] + [f"- {k}: {v}" for k, v in run_info.items()]
