@@ -5,7 +5,7 @@ ReLU, no LayerNorm, AdamW lr 1e-3, weight decay 1.0, full batch, 30% of pairs; P
 (2022): 30–50% of pairs, weight decay matters most. **Changed here to fit minutes on a 2-core
 CPU**: p = 59 (3,481 pairs instead of 12,769: 3.7× fewer per full-batch step) and learning
 rate 1e-2 (in trials here at p = 59, test accuracy reached 0.99 at ~3,000 steps with lr 3e-3 and
-at ~1,500 with 1e-2; with 1e-3 it was still 0.08 at 500 steps); widths, heads, weight decay,
+at 1,400 with 1e-2; with 1e-3 it was still 0.08 at 500 steps); widths, heads, weight decay,
 data fraction, betas and full batch are the published ones.
 """
 
