@@ -231,3 +231,19 @@ def test_the_lab_panel_runs_the_superposition_lab_probe_and_nmf(tmp_path):
         model.started(command)
         assert model.run_experiment == name
         model.finished(0)
+
+
+def test_geometry_verdict_rule():
+    from symbiont_lab.superposition.report import _geometry, binomial_tail
+
+    assert binomial_tail(3, 3, 0.5) == pytest.approx(0.125) and binomial_tail(0, 5, 0.3) == pytest.approx(1.0)
+
+    def copy(dims):
+        return {"dimensionality": dims, "norms": [1.0] * len(dims), "sparsity": 0.9}
+
+    clustered = {0: {"sweeps": [[copy([0.5] * 20 + [2 / 3] * 10)]]}}
+    assert _geometry(clustered)[1][0]["verdict"] == "yes"
+    mostly_below = {0: {"sweeps": [[copy([0.5] * 20 + [0.1] * 30)]]}}
+    assert _geometry(mostly_below)[1][0]["verdict"] == "partly"
+    spread = {0: {"sweeps": [[copy(list(np.linspace(0.36, 0.99, 40)))]]}}
+    assert _geometry(spread)[1][0]["verdict"] == "no"

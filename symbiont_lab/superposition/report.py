@@ -9,8 +9,11 @@ Every verdict is computed from the run's numbers, per seed, and says in how many
 - **superposition grows with sparsity** (phase): Spearman ρ between S and features per dimension ≥ 0.8.
 - **dimensionalities cluster at the published fractions** (geometry): among represented features
   with D_i ≥ 3/8 − tolerance (the range the published fractions span), the share within the
-  tolerance of 1, 3/4, 2/3, 1/2, 2/5 or 3/8 is ≥ 50% and ≥ twice what uniformly spread values
-  would give (the chance level is printed beside it).
+  tolerance of 1, 3/4, 2/3, 1/2, 2/5 or 3/8 is above what uniformly spread values in that range
+  would give (the chance level, printed beside it), by an exact one-sided binomial test at
+  p < 0.01: *yes* when those features are also at least half of the represented ones, *partly*
+  when most represented features lie below the range (packed more densely than any published
+  fraction), *no* when the share is not significantly above chance.
 - **pictures**: 2 → 1 sparse is an antipodal pair (both D ≈ 1/2); 3 → 2 sparse a triangle (all
   D ≈ 2/3); 5 → 2 sparse a pentagon (all D ≈ 2/5), each at the sparsest S of the pictures.
 - **a lesion degrades every mapping a little** (XOR): yes if at least half of the one-weight
@@ -21,6 +24,7 @@ Every verdict is computed from the run's numbers, per seed, and says in how many
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,16 @@ def _held(flags: list[bool]) -> str:
     n = len(flags)
     k = sum(bool(f) for f in flags)
     return "n/a" if n == 0 else "yes" if k == n else "partly" if k else "no"
+
+
+def _combine(verdicts: list[str]) -> str:
+    """One verdict from per-seed ones: the same in every seed, else partly."""
+    return verdicts[0] if verdicts and len(set(verdicts)) == 1 else "partly" if verdicts else "n/a"
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p), exactly (n is a few hundred at most here)."""
+    return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))) if n else 1.0
 
 
 def _phase(seeds: dict[int, dict]) -> tuple[dict, list[dict]]:
@@ -87,16 +101,18 @@ def _geometry(seeds: dict[int, dict]) -> tuple[dict, list[dict]]:
         names = nearest_fraction(in_range)
         for name in names:
             counts[name or "other"] = counts.get(name or "other", 0) + 1
-        share = float(np.mean([n is not None for n in names])) if names else float("nan")
-        flags.append(bool(names) and share >= 0.5 and share >= 2 * chance)
+        hits = sum(n is not None for n in names)
+        share = hits / len(names) if names else float("nan")
+        p = binomial_tail(hits, len(names), chance)
+        flags.append("no" if not names or p >= 0.01 else "yes" if 2 * len(in_range) >= len(points) else "partly")
         rows[seed] = {"represented": len(points), "in_range": len(in_range), "share_at_fractions": share,
-                      "counts": counts, "below_range": len(points) - len(in_range)}
+                      "p_value": p, "counts": counts, "below_range": len(points) - len(in_range)}
     verdict = {"effect": "feature dimensionalities cluster at 1, 3/4, 2/3, 1/2, 2/5, 3/8 (geometry)",
                "ours": "; ".join(f"seed {s}: {100 * r['share_at_fractions']:.0f}% of {r['in_range']} features with "
-                                 f"D ≥ {LOWEST_FRACTION:.3f} within ±{FRACTION_TOLERANCE} "
-                                 f"({r['below_range']} more below that range)" for s, r in rows.items())
+                                 f"D ≥ {LOWEST_FRACTION:.3f} within ±{FRACTION_TOLERANCE} (p = {r['p_value']:.1g}), "
+                                 f"{r['below_range']} more below that range" for s, r in rows.items())
                + f"; chance {100 * chance:.0f}%",
-               "published": "clusters at those fractions", "verdict": _held(flags)}
+               "published": "clusters at those fractions", "verdict": _combine(flags)}
     return {"chance": chance, "seeds": rows}, [verdict]
 
 
