@@ -78,8 +78,9 @@ def ask(run, loaded, user_texts, *, interventions=None, temperature: float = 0.0
 
 
 def base_replies(run) -> dict:
+    """The base's replies on the fit and test splits (nothing reads its train-split replies)."""
     def compute():
-        return {split: ask(run, run.base(), [i.prompt for i in items(run, split)]) for split in SPLITS}
+        return {split: ask(run, run.base(), [i.prompt for i in items(run, split)]) for split in ("fit", "test")}
 
     return cached(run, run.top, "base", compute)
 
