@@ -130,7 +130,6 @@ class MetersPanel(QWidget):
             self.strip.getAxis(axis).enableAutoSIPrefix(False)
         self.strip.setXRange(0, 16)  # until the first reply: a token range, not -400..400
         self._strip_fitted = False
-        self.strip.showGrid(y=True, alpha=0.25)
         self.strip.addLegend(offset=(5, 5))
         self.curves: dict[int, pg.PlotDataItem] = {}
         self.lone_points: dict[int, pg.ScatterPlotItem] = {}

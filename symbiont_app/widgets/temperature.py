@@ -23,14 +23,12 @@ class TemperaturePanel(QWidget):
         self.entropy_plot = pg.PlotWidget(title="entropy of each next-token distribution (temperature 1)")
         self.entropy_plot.setLabel("left", "entropy", units="bits")
         self.entropy_plot.getAxis("left").enableAutoSIPrefix(False)
-        self.entropy_plot.showGrid(y=True, alpha=0.25)
         self.entropy_curve = self.entropy_plot.plot([], [], pen=pg.mkPen(series_colour(1), width=2), name="entropy (bits)")
         self.prob_plot = pg.PlotWidget(title="probability of the token that was chosen")
         self.prob_plot.setLabel("left", "p(chosen)")
         self.prob_plot.setLabel("bottom", "token position in the conversation")
         self.prob_plot.setYRange(0, 1, padding=0.02)
         self.prob_plot.getViewBox().setLimits(yMin=-0.05, yMax=1.05)
-        self.prob_plot.showGrid(y=True, alpha=0.25)
         self.prob_plot.setXLink(self.entropy_plot)
         for plot in (self.entropy_plot, self.prob_plot):
             plot.getAxis("bottom").enableAutoSIPrefix(False)  # positions are whole tokens, never "×0.001"

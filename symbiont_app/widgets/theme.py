@@ -99,7 +99,8 @@ def apply_theme(app: QApplication | None = None) -> PlotColours:
     """pyqtgraph's defaults from the palette (for plots made from now on) and every existing plot re-coloured."""
     app = app or QApplication.instance()
     colours = plot_colours(app.palette() if app is not None else None)
-    pg.setConfigOptions(background=colours.background, foreground=colours.foreground, antialias=True)
+    # (antialiasing stays off: the panels repaint with every token, and it made each paint slower)
+    pg.setConfigOptions(background=colours.background, foreground=colours.foreground)
     if app is not None:
         for widget in app.allWidgets():
             if isinstance(widget, pg.GraphicsView):
