@@ -3,7 +3,7 @@ and cfg.json, a preset archive and document, a lab config) must each end in a Sy
 a successful read: never another exception type, never a case past 5 s, in a process whose
 address space is capped at 4 GiB. Mutations and replay: tests/fuzz_cases.py.
 
-Fast tier: 60 mutations per target (seeds 0-59); ``slow``: 500 per target (seeds 1000-1499).
+Fast tier: 40 mutations per target (seeds 0-39); ``slow``: 500 per target (seeds 1000-1499).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _fuzz(first_seed: int, count: int) -> list[dict]:
 
 
 def test_fuzz_fast():
-    _fuzz(0, 60)
+    _fuzz(0, 40)
 
 
 @pytest.mark.slow

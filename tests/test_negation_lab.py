@@ -139,7 +139,9 @@ def test_batched_model_matches_nn_lstm_and_autodiff():
         for (_, a), (_, b) in zip(tree_flatten(batch.member_tree(k)), tree_flatten(references[k].params)):
             assert np.abs(np.array(a) - np.array(b)).max() < 1e-5
     for (_, a), (_, b) in zip(tree_flatten(batch.params), tree_flatten(alone.params)):
-        assert np.array_equal(np.array(a)[1], np.array(b)[0])
+        # A stack of 3 against a stack of 1: different shapes, so another BLAS (or Metal) may block the
+        # matmuls differently and round differently in the last bit; exact equality is not guaranteed.
+        np.testing.assert_allclose(np.array(a)[1], np.array(b)[0], rtol=1e-5, atol=1e-6)
 
 
 # -- experiments -----------------------------------------------------------------------------------
