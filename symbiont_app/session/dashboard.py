@@ -36,9 +36,10 @@ def label_source(record, user_path: str = "") -> str:
     """Where the shown label of ``record`` (a ``LatentRecord``) comes from, in words."""
     if record is None:
         return ""
-    if record.user_label:
+    # (records from before these fields, e.g. a test's stand-in, read as having none)
+    if getattr(record, "user_label", ""):
         return USER_LABEL_SOURCE.format(path=user_path or "labels.json beside the SAE")
-    if record.auto_label:
+    if getattr(record, "auto_label", ""):
         return AUTO_LABEL_SOURCE
     if record.label:
         return "label shipped with the SAE"
