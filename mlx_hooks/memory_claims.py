@@ -27,6 +27,8 @@ CLAIMS_DIR_ENV = "SYMBIONT_MEMORY_CLAIMS_DIR"
 _lock = threading.Lock()
 _tokens = itertools.count(1)
 _held: dict[int, tuple[str, int]] = {}
+_owners: dict[int, int] = {}
+"""id(owner) -> token while the claim lives (models are dicts: unhashable, so no WeakKeyDictionary)."""
 """This process's claims: token -> (what, bytes)."""
 _written_to: set[Path] = set()
 
@@ -60,8 +62,16 @@ def hold_while_alive(owner: object, nbytes: int, what: str) -> None:
     with _lock:
         token = next(_tokens)
         _held[token] = (what, int(nbytes))
+        _owners[id(owner)] = token
         _write_locked()
-    weakref.finalize(owner, _release, token)
+    weakref.finalize(owner, _release, token, id(owner))
+
+
+def claimed_by(owner: object) -> int:
+    """The bytes claimed for ``owner`` (0 when it holds no claim)."""
+    with _lock:
+        token = _owners.get(id(owner))
+        return _held[token][1] if token in _held else 0
 
 
 def held_bytes() -> int:
@@ -105,8 +115,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _release(token: int) -> None:
+def _release(token: int, owner_id: int | None = None) -> None:
     with _lock:
+        if _owners.get(owner_id) == token:
+            del _owners[owner_id]
         if _held.pop(token, None) is not None:
             _write_locked()
 

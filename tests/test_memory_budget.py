@@ -6,6 +6,7 @@ report (``mx.device_info()``) and the wired limit are stood in for where needed.
 from __future__ import annotations
 
 import gc
+import weakref
 import json
 import os
 import subprocess
@@ -140,27 +141,28 @@ def test_models_estimate_says_which_limit_binds(tiny_folder, monkeypatch, capsys
 def test_switching_models_gives_the_old_ones_memory_back(tiny_folder, claims):
     from mlx_hooks.chat import ChatSession
     from mlx_hooks.loader import load_model
-    from mlx_hooks.memory_claims import held_bytes
+    from mlx_hooks.memory_claims import claimed_by, held_bytes
     from symbiont_app.engine.state import EngineState
 
     state = EngineState()
-    # Models of earlier tests in this process may still be held (awaiting the collector, or kept by a
-    # fixture): count from what is held now, so the test does not depend on which tests ran before it.
+    # Models of earlier tests in this process may still be held (awaiting the collector, kept by a
+    # fixture, or loaded by an engine thread an earlier test left behind): this test follows its own
+    # model's claim, so it does not depend on which tests ran before it or beside it.
     gc.collect()
-    held_before = held_bytes()
     mx.clear_cache()
     before = mx.get_active_memory()
     loaded = load_model(str(tiny_folder), memory_budget_bytes=None)
     state.loaded, state.chat = loaded, ChatSession(loaded.model, loaded.tokenizer)
     list(state.chat.send("hello", max_tokens=4))  # a KV cache and temporaries too
     weights = sum(p.nbytes for _, p in tree_flatten(loaded.model.parameters()))
-    assert held_bytes() - held_before == loaded.estimate.total_bytes and mx.get_active_memory() - before >= weights
+    assert claimed_by(loaded.model) == loaded.estimate.total_bytes and mx.get_active_memory() - before >= weights
+    model = weakref.ref(loaded.model)
     del loaded
     state.reset_model()
+    assert model() is None, "the old model is still referenced"  # and with it gone, its claim is released
     assert mx.get_cache_memory() == 0, "MLX still caches the old model's buffers"
     assert mx.get_active_memory() - before < weights // 4
-    assert held_bytes() == held_before
-    if held_before == 0:
+    if held_bytes() == 0:
         assert not list(claims.glob("*.json"))
 
 
