@@ -220,6 +220,11 @@ def test_pipeline_on_a_tiny_model_cancels_resumes_and_reports(tiny_model, tmp_pa
         assert data["answers"] == [oracle_answer(i, -2) for i in train]
     learned = json.loads((out / "seed_000" / "stages" / "data_teacher-inverted-learned.json").read_text())
     assert not any(correct(i, a) for i, a in zip(train, learned["answers"]))  # the learned teacher's targets are wrong
+    assert "No verdict can be yes" in text  # 50 permutations cannot reach alpha / m: the report says so
+    rendered = run_inversion(tiny_config(tiny_model, **(REDUCED if size == "reduced" else {}),
+                                         analysis={"permutations": 4000}), out, plots=False)
+    assert rendered["bonferroni_m"] == summary["bonferroni_m"]  # report-only settings re-render the same run
+    assert "No verdict can be yes" not in (out / "summary.md").read_text()
     with pytest.raises(InversionRunError, match="other settings"):
         run_inversion(tiny_config(tiny_model, seeds=2), out, plots=False)
 

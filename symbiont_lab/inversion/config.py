@@ -73,8 +73,9 @@ class StudentsConfig:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    permutations: int = 500
-    """Permutations of the mutual information's null and of the paired tests."""
+    permutations: int = 20000
+    """Permutations of the mutual information's null and of the paired tests. The smallest p-value is
+    1/(permutations + 1): with m tests it must stay below alpha/m (~65 tests: at least ~1300)."""
     bootstrap: int = 200
     """Bootstrap resamples of the mutual information's CI."""
     mechanism: bool = True
@@ -162,11 +163,18 @@ def load_config(path: str | os.PathLike | None = None) -> InversionConfig:
     return parse_config(data, path)
 
 
+REPORT_ONLY = ("permutations", "bootstrap", "alpha")
+"""``[analysis]`` keys only the report reads: not part of a run folder's identity, so changing them
+re-renders a finished run instead of refusing its folder."""
+
+
 def config_to_dict(config: InversionConfig) -> dict:
-    """The resolved configuration as JSON-able data (the run folder's identity; no source path)."""
+    """The settings the run's stage files depend on (the run folder's identity; no source path)."""
     data = _plain(config)
     data.pop("source", None)
     data["lora"] = config.lora.to_json()
+    for key in REPORT_ONLY:
+        data["analysis"].pop(key)
     return data
 
 

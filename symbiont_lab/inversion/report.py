@@ -186,6 +186,10 @@ def render(out: dict, config, run_info: dict | None = None) -> str:
              f"Model {config.model.spec}; {config.seeds} seed(s) ({out['seeds_done']} done); families {', '.join(fams)}; "
              f"{config.tasks.test} test prompts per family; Bonferroni over m = {out['bonferroni_m']} tests, "
              f"alpha {config.analysis.alpha}.", "", "## Verdicts", ""]
+    floor = out["bonferroni_m"] / (config.analysis.permutations + 1)
+    if floor >= config.analysis.alpha:
+        lines += [f"- **No verdict can be yes**: the smallest adjusted p-value is m/(permutations + 1) = {floor:.3g} "
+                  f">= alpha; raise [analysis] permutations above {int(out['bonferroni_m'] / config.analysis.alpha)}."]
     lines += [f"- {v}" for v in out["verdicts"]] or ["- (no teacher finished yet)"]
     lines += ["", "## Base model (test accuracy, 95% CI)", "", "| family | accuracy |", "|---|---|"]
     lines += [f"| {f} | {_f(out['base']['by_family'][f])} |" for f in fams]
