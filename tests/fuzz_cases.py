@@ -348,6 +348,24 @@ def run(target: str, first_seed: int, count: int, case_timeout: float) -> list[d
     return failures, outcomes
 
 
+def _peak_rss_mib() -> float:
+    """Peak resident size of this process's own image so far, in MiB.
+
+    Linux's ru_maxrss survives execve: a child started by a big pytest process reports the
+    parent's size at fork (2.6 GiB was seen in CI). VmHWM belongs to the new image only.
+    """
+    import resource
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="+", choices=sorted(TARGETS))
@@ -366,8 +384,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         failures, outcomes = run(target, args.seed, args.count, args.case_timeout)
         failed |= bool(failures)
-        # peak resident size of the process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+        peak = _peak_rss_mib()
         print(json.dumps({"target": target, "seeds": [args.seed, args.seed + args.count - 1], "outcomes": outcomes,
                           "seconds": round(time.perf_counter() - started, 1), "peak_rss_mib": round(peak),
                           "failures": failures}), flush=True)
