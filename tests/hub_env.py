@@ -43,3 +43,30 @@ def point_hub_at(hub: FakeHub, home: Path, monkeypatch, chunk: int = TEST_CHUNK)
 def leftovers(home: Path) -> list[Path]:
     """Partial files huggingface-hub left in the cache (it must leave none)."""
     return sorted(p for p in (home / "hub").rglob("*") if p.name.endswith(".incomplete"))
+
+
+# -- fixtures shared by the hub test modules (import them: `from hub_env import home, hub, tiny_repo_folder`) --
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_repo_folder(tmp_path_factory):
+    """A tiny llama folder, served as the repo ``org/tiny``."""
+    from tiny_models import save_model_folder
+
+    return save_model_folder(tmp_path_factory.mktemp("hub-tiny-llama"), "llama")
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "hf-home"
+
+
+@pytest.fixture
+def hub(home, monkeypatch, tiny_repo_folder):
+    from fake_hub import FakeRepo
+
+    fake = FakeHub({"org/tiny": FakeRepo.from_folder(tiny_repo_folder)})
+    point_hub_at(fake, home, monkeypatch)
+    yield fake
+    fake.stop()

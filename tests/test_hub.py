@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fake_hub import FakeHub, FakeRepo
-from hub_env import leftovers, point_hub_at
+from hub_env import home, hub, leftovers, point_hub_at, tiny_repo_folder  # noqa: F401 - fixtures
 from mlx_hooks.errors import DownloadCancelled, HubAccessError, MemoryBudgetError
 from mlx_hooks.hub import cached_snapshot, download, fetch_model, looks_like_repo_id, plan_download
 from mlx_hooks.hub_progress import DownloadProgress
@@ -21,24 +21,6 @@ from tiny_models import ARCHITECTURES, save_model_folder
 
 HEADER_WINDOW = 100_001
 """Bytes huggingface-hub's get_safetensors_metadata reads from the start of a weight file."""
-
-
-@pytest.fixture(scope="module")
-def tiny_repo_folder(tmp_path_factory):
-    return save_model_folder(tmp_path_factory.mktemp("hub-tiny-llama"), "llama")
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "hf-home"
-
-
-@pytest.fixture
-def hub(home, monkeypatch, tiny_repo_folder):
-    fake = FakeHub({"org/tiny": FakeRepo.from_folder(tiny_repo_folder)})
-    point_hub_at(fake, home, monkeypatch)
-    yield fake
-    fake.stop()
 
 
 def _run_beside(fn, *args):

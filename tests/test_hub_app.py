@@ -9,8 +9,7 @@ import time
 import pytest
 from app_fakes import Pump, RecordingEngine
 
-from fake_hub import FakeHub, FakeRepo
-from hub_env import leftovers, point_hub_at
+from hub_env import home, hub, leftovers, point_hub_at, tiny_repo_folder  # noqa: F401 - fixtures
 from mlx_hooks.hub_progress import DownloadProgress
 from mlx_hooks.loader import estimate_for
 from mlx_hooks.sampling import SamplingSettings
@@ -20,25 +19,6 @@ from symbiont_app.engine.protocol import (
 )
 from symbiont_app.session.session import AppSession
 from symbiont_app.session.settings import Settings
-from tiny_models import save_model_folder
-
-
-@pytest.fixture(scope="module")
-def tiny_repo_folder(tmp_path_factory):
-    return save_model_folder(tmp_path_factory.mktemp("hub-app-llama"), "llama")
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "hf-home"
-
-
-@pytest.fixture
-def hub(home, monkeypatch, tiny_repo_folder):
-    fake = FakeHub({"org/tiny": FakeRepo.from_folder(tiny_repo_folder)})
-    point_hub_at(fake, home, monkeypatch)
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -13,30 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fake_hub import FakeHub, FakeRepo
-from hub_env import leftovers, point_hub_at
+from hub_env import home, hub, leftovers, point_hub_at, tiny_repo_folder  # noqa: F401 - fixtures
 from symbiont_app.cli import main
-from tiny_models import save_model_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_repo_folder(tmp_path_factory):
-    return save_model_folder(tmp_path_factory.mktemp("hub-cli-llama"), "llama")
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "hf-home"
-
-
-@pytest.fixture
-def hub(home, monkeypatch, tiny_repo_folder):
-    fake = FakeHub({"org/tiny": FakeRepo.from_folder(tiny_repo_folder)})
-    point_hub_at(fake, home, monkeypatch)
-    yield fake
-    fake.stop()
 
 
 def _symbiont(*args: str) -> subprocess.Popen:
