@@ -17,12 +17,11 @@ Read and checked with the subliminal lab's reader (unknown keys, wrong types and
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..subliminal.config import RUNTIME_DTYPES, ConfigError, ModelConfig, _plain, build_dataclass
+from ..subliminal.config import RUNTIME_DTYPES, ConfigError, ModelConfig, _plain, build_dataclass, read_toml
 from .tasks import FAMILIES
 
 EXPERIMENT = "inversion"
@@ -152,15 +151,7 @@ def parse_config(data: dict, source: str | os.PathLike = "<config>") -> Inversio
 def load_config(path: str | os.PathLike | None = None) -> InversionConfig:
     """Read and check a configuration file (None: the shipped ``default.toml``)."""
     path = Path(path) if path else EXAMPLES_DIR / "default.toml"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(data, path)
+    return parse_config(read_toml(path), path)
 
 
 REPORT_ONLY = ("permutations", "bootstrap", "alpha")

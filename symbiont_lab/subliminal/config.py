@@ -355,18 +355,22 @@ def parse_config(data: dict, source: str | os.PathLike = "<config>") -> RunConfi
     return validate(config, where)
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read and check a run configuration file."""
-    path = Path(path)
+def read_toml(path: Path) -> dict:
+    """A lab configuration file's TOML document; every failure is a ConfigError naming the file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(data, path)
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read and check a run configuration file."""
+    path = Path(path)
+    return parse_config(read_toml(path), path)
 
 
 def _plain(value):
