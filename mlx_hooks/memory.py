@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .errors import MemoryBudgetError
 
@@ -48,6 +48,20 @@ class ModelShape:
     """Window of the local-attention layers (their KV cache holds at most this many tokens)."""
     global_every: int = 1
     """Every ``global_every``-th layer attends globally; 1 = all layers do."""
+    d_mlp: int | None = None
+    """MLP hidden width (``mlp_hidden`` points); None = unknown, counted as ``d_model``."""
+    attn_z_width: int | None = None
+    """``n_heads * head_dim`` (``attn_z`` points); None = unknown, counted as ``d_model``."""
+
+    def point_width(self, point: str) -> int:
+        """Last-axis width of a hook point's activation (``mlp_hidden.3`` -> ``d_mlp``), as
+        :meth:`mlx_hooks.points.ModelAdapter.width` gives it for a loaded model."""
+        kind = point.split(".", 1)[0]
+        if kind == "mlp_hidden" and self.d_mlp:
+            return self.d_mlp
+        if kind == "attn_z" and self.attn_z_width:
+            return self.attn_z_width
+        return self.d_model
 
 
 @dataclass(frozen=True)
@@ -72,9 +86,12 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    shape: ModelShape, runtime_dtype: str, context_tokens: int = 4096, capture_points: int = 0
+    shape: ModelShape, runtime_dtype: str, context_tokens: int = 4096, capture_points: int | Sequence[str] = 0
 ) -> MemoryEstimate:
-    """``runtime_dtype`` is ``"stored"`` (keep quantized/stored weights) or a float dtype name."""
+    """``runtime_dtype`` is ``"stored"`` (keep quantized/stored weights) or a float dtype name.
+
+    ``capture_points`` is a count of residual-width points, or the point names themselves
+    (each at its own width: ``mlp_hidden`` is ``d_mlp`` wide, ``attn_z`` ``n_heads·head_dim``)."""
     if runtime_dtype == "stored":
         weights = shape.stored_bytes
         act_bytes = DTYPE_BYTES.get(shape.stored_dtype, 2)
@@ -85,7 +102,9 @@ def estimate_memory(
         raise ValueError(f"runtime dtype {runtime_dtype!r}: use stored, {', '.join(DTYPE_BYTES)}")
     cached = kv_cached_tokens(shape.n_layers, context_tokens, shape.sliding_window, shape.global_every)
     kv = 2 * shape.n_kv_heads * shape.head_dim * cached * act_bytes
-    activations = capture_points * context_tokens * shape.d_model * act_bytes
+    widths = (capture_points * shape.d_model if isinstance(capture_points, int)
+              else sum(shape.point_width(p) for p in capture_points))
+    activations = widths * context_tokens * act_bytes
     return MemoryEstimate(weights, kv, activations, context_tokens, runtime_dtype)
 
 

@@ -77,5 +77,7 @@ def shape_from_tensors(config: dict, tensors: TensorHeaders, dims) -> ModelShape
         stored_dtype={"F32": "float32", "BF16": "bfloat16"}.get(main_dtype, "float16"),
         sliding_window=dims.sliding_window,
         global_every=dims.global_every,
+        d_mlp=dims.d_mlp,
+        attn_z_width=dims.n_heads * dims.head_dim,
     )
 

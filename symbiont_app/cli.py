@@ -244,6 +244,10 @@ def cmd_models(args) -> int:
                                      capture_points=args.capture_points, budget_bytes=budget)
         print(folder)
         return 0
+    from mlx_hooks.config_presets import is_preset
+
+    if args.action == "estimate" and args.spec and (is_preset(args.spec) or args.spec.endswith(".json")):
+        return estimate_on_paper(args)
     if args.action == "estimate":
         from mlx_hooks.memory import memory_budget
 
@@ -259,6 +263,21 @@ def cmd_models(args) -> int:
         print(f"budget {budget / GIB:.2f} GiB: {fits}")
         return 0
     return 2
+
+
+def estimate_on_paper(args) -> int:
+    """``models estimate`` of a preset or a config.json: the model built lazily, measured, judged
+    against a Mac of ``--machine-memory`` (see :mod:`mlx_hooks.scale_estimate`)."""
+    from mlx_hooks.config_presets import PUBLISHED_PARAMS, config_from_spec
+    from mlx_hooks.scale_estimate import estimate_scale, format_scale, paper_model
+
+    name, config = config_from_spec(args.spec)
+    dtype = args.dtype if args.dtype in ("float32", "float16", "bfloat16") else "bfloat16"
+    model = paper_model(name, config, bits=args.bits, dtype=dtype)
+    estimate = estimate_scale(model, args.context, args.capture_points, args.capture_kind, args.sae_width,
+                              args.sae_kind, args.machine_memory, args.memory_budget, args.chip, args.bandwidth)
+    print(format_scale(estimate, PUBLISHED_PARAMS.get(name)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--capture-points", type=arg_types.nonnegative_int, default=0,
                         help="hook points cached over the context")
     models.add_argument("--memory-budget", type=arg_types.positive_float, default=None, metavar="GB")
+    from mlx_hooks.config_presets import CHIP_BANDWIDTH_GBS, PRESETS
+
+    point_kinds = ["resid_pre", "attn_z", "attn_out", "mlp_hidden", "mlp_out", "resid_post"]  # no MLX before the BLAS re-exec
+    paper = models.add_argument_group(
+        "estimate of a preset or config.json", f"models built from the config without weights; presets: {', '.join(PRESETS)}")
+    paper.add_argument("--bits", type=int, choices=[2, 3, 4, 6, 8], default=None, help="quantize the weights (group 64)")
+    paper.add_argument("--capture-kind", default="resid_post", choices=point_kinds,
+                       help="kind of the captured points (their width sets the activation cache)")
+    paper.add_argument("--sae-width", type=arg_types.nonnegative_int, default=0, help="SAE latents (0: no SAE)")
+    paper.add_argument("--sae-kind", default="resid_post", choices=point_kinds, help="kind of point the SAE reads")
+    paper.add_argument("--machine-memory", type=arg_types.positive_float, default=96.0, metavar="GB",
+                       help="the Mac's memory; the budget is the app's share of it (default 96)")
+    paper.add_argument("--chip", default="m2-max", choices=list(CHIP_BANDWIDTH_GBS),
+                       help="Apple chip whose memory bandwidth bounds decode time (default m2-max, 400 GB/s)")
+    paper.add_argument("--bandwidth", type=arg_types.positive_float, default=None, metavar="GB/s",
+                       help="memory bandwidth instead of the chip's")
     models.set_defaults(func=cmd_models)
 
     from .commands import register_all
