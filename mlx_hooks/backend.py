@@ -38,7 +38,7 @@ class BackendInfo:
     """What MLX computes on in this process."""
 
     device: str
-    """MLX's default device, e.g. ``"Device(gpu, 0)"`` or ``"Device(cpu, 0)"``."""
+    """MLX's default device, e.g. ``"Device(gpu, 0)"`` (Metal or CUDA) or ``"Device(cpu, 0)"``."""
     metal_available: bool
     """Whether MLX's Metal backend is usable (Apple silicon)."""
     blas_library: str
@@ -47,6 +47,17 @@ class BackendInfo:
     """True when that library is the slow netlib reference BLAS bundled with MLX."""
     optimized_blas_available: str | None
     """An optimized BLAS found on this system that could be preloaded, if any."""
+    cuda_available: bool = False
+    """Whether MLX's CUDA backend is usable (the ``mlx-cuda`` wheels on an NVIDIA GPU)."""
+    device_name: str = ""
+    """The GPU's name as MLX reports it (``"Apple M2 Max"``, an NVIDIA model), empty on the CPU."""
+
+    @property
+    def backend(self) -> str:
+        """``metal``, ``cuda`` or ``cpu``: what MLX's default device computes on."""
+        if "gpu" not in self.device:
+            return "cpu"
+        return "cuda" if self.cuda_available and not self.metal_available else "metal"
 
     @property
     def slow_blas_warning(self) -> str | None:
@@ -65,7 +76,8 @@ class BackendInfo:
 
     def summary(self) -> str:
         lines = [
-            f"MLX device: {self.device} (Metal available: {self.metal_available})",
+            f"MLX device: {self.device}, backend {self.backend}" + (f" ({self.device_name})" if self.device_name else "")
+            + f" (Metal available: {self.metal_available}, CUDA available: {self.cuda_available})",
             f"BLAS: {self.blas_library}" + (" [reference BLAS: slow]" if self.blas_is_reference else ""),
         ]
         if self.slow_blas_warning:
@@ -135,12 +147,22 @@ def backend_info() -> BackendInfo:
     blas = _sgemm_provider()
     lowered = blas.lower()
     is_reference = sys.platform == "linux" and not any(n.lower() in lowered for n in _FAST_BLAS_NAMES)
+    device = mx.default_device()
+    name = ""
+    if device.type == mx.gpu:
+        try:
+            name = str(mx.device_info().get("device_name") or "")
+        except (RuntimeError, ValueError):
+            pass  # the name is for the report only
+    cuda = getattr(mx, "cuda", None)  # MLX releases before the CUDA backend have no mx.cuda
     return BackendInfo(
-        device=str(mx.default_device()),
+        device=str(device),
         metal_available=bool(mx.metal.is_available()),
         blas_library=blas,
         blas_is_reference=is_reference,
         optimized_blas_available=find_optimized_blas(),
+        cuda_available=bool(cuda is not None and cuda.is_available()),
+        device_name=name,
     )
 
 

@@ -7,7 +7,7 @@ cache for a number of captured points over that context.
 The budget (:func:`memory_budget`) is the smaller of a share of RAM and, where the
 model runs on the GPU, Metal's recommended working set (``mx.device_info()
 ["max_recommended_working_set_size"]``: what macOS lets the GPU keep resident, less than
-RAM on small Macs), less what other Symbiont processes hold (:mod:`.memory_claims`:
+RAM on small Macs) or, on MLX's CUDA backend, the device's memory; less what other Symbiont processes hold (:mod:`.memory_claims`:
 the chat and a lab run side by side). ``SYMBIONT_MEMORY_BUDGET_GB`` replaces the
 machine's limit.
 """
@@ -131,13 +131,30 @@ def format_bytes(n: int) -> str:
 
 def metal_working_set_bytes() -> int | None:
     """Metal's recommended working set of MLX's default device (bytes); None off the GPU
-    (the CPU device reports none, and then no GPU memory is used)."""
+    (the CPU device reports none, and then no GPU memory is used) and on CUDA."""
     import mlx.core as mx
 
     try:
         value = mx.device_info().get("max_recommended_working_set_size")
     except (RuntimeError, ValueError):
         return None
+    return int(value) if value else None
+
+
+def cuda_memory_bytes() -> int | None:
+    """The CUDA device's memory (bytes) when MLX's default device is a CUDA GPU (the
+    ``mlx-cuda`` wheels), else None. The key is looked up under the names MLX's device info
+    may use; a device reporting none gets no GPU limit."""
+    import mlx.core as mx
+
+    cuda = getattr(mx, "cuda", None)
+    if cuda is None or not cuda.is_available() or mx.default_device().type != mx.gpu:
+        return None
+    try:
+        info = mx.device_info()
+    except (RuntimeError, ValueError):
+        return None
+    value = next((info[k] for k in ("memory_size", "total_memory") if info.get(k)), None)
     return int(value) if value else None
 
 
@@ -155,6 +172,8 @@ class MemoryBudget:
     """Metal's recommended working set when the default device is the GPU, else None."""
     others: tuple = ()
     """:class:`~mlx_hooks.memory_claims.Claim` of each other live Symbiont process holding a model."""
+    gpu_label: str = "Metal's recommended working set"
+    """What ``metal_bytes`` is on this backend (``"CUDA device memory"`` on the CUDA backend)."""
 
     @property
     def others_bytes(self) -> int:
@@ -167,9 +186,9 @@ class MemoryBudget:
     def describe(self) -> str:
         parts = [f"{RAM_SHARE:.0%} of RAM {self.ram_share_bytes / GIB:.2f} GiB"]
         if self.metal_bytes is not None:
-            parts.append(f"Metal's recommended working set {self.metal_bytes / GIB:.2f} GiB")
+            parts.append(f"{self.gpu_label} {self.metal_bytes / GIB:.2f} GiB")
         else:
-            parts.append("no Metal limit: MLX's default device is the CPU")
+            parts.append("no GPU memory limit: MLX's default device is the CPU")
         text = f"budget {self.bytes / GIB:.2f} GiB: limit {self.limit_bytes / GIB:.2f} GiB set by {self.binding}"
         text += " (" + "; ".join(parts) + ")"
         if self.others:
@@ -184,16 +203,18 @@ def memory_budget(*, other_processes: bool = True) -> MemoryBudget:
     from .memory_claims import other_claims
 
     ram = int(physical_memory_bytes() * RAM_SHARE)
-    metal = metal_working_set_bytes()
+    metal, label = metal_working_set_bytes(), "Metal's recommended working set"
+    if metal is None and (cuda := cuda_memory_bytes()) is not None:
+        metal, label = cuda, "CUDA device memory"  # the weights live there; the smaller limit still binds
     env = os.environ.get(BUDGET_ENV)
     if env:
         limit, binding = int(float(env) * GIB), f"{BUDGET_ENV}={env}"
     elif metal is not None and metal < ram:
-        limit, binding = metal, "Metal's recommended working set"
+        limit, binding = metal, label
     else:
         limit, binding = ram, f"{RAM_SHARE:.0%} of RAM"
     others = tuple(other_claims()) if other_processes else ()
-    return MemoryBudget(limit, binding, ram, metal, others)
+    return MemoryBudget(limit, binding, ram, metal, others, label)
 
 
 def default_budget_bytes() -> int:
