@@ -85,8 +85,11 @@ class ActivationRecorder:
         chunks = self._chunks.setdefault(point, [])
         # A re-run over positions already held (e.g. a cache rewound for a new turn)
         # replaces them: history is by position, not by call.
-        replaced = sum(c.nbytes * max(0, c.start + c.length - max(c.start, start)) // max(c.length, 1) for c in chunks
-                       if c.start + c.length > start)
+        replaced = 0
+        for c in reversed(chunks):  # chunks are in position order: only the tail can overlap (O(1) per step)
+            if c.start + c.length <= start:
+                break
+            replaced += c.nbytes * (c.start + c.length - max(c.start, start)) // max(c.length, 1)
         budget = self.config.budget_bytes
         after = self._total - replaced + int(x.nbytes)
         if budget is not None and after > budget and self.config.on_budget == "error":

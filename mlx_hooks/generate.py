@@ -24,7 +24,7 @@ from .architectures import dims_of
 from .errors import ContextLengthError
 from .hooks import HookSession
 from .interventions import Intervention
-from .distribution import entropy_bits
+from .distribution import entropy_bits, top_indices
 from .sampling import SamplingSettings
 from .streams import generation_stream
 
@@ -136,6 +136,8 @@ temperature view that re-samples the distribution without re-running the model).
     if sampling.seed is not None:
         mx.random.seed(sampling.seed)
     wants_activations = bool(session.capture_points) and (step_activations or readers)
+    session.keep_last_position = wants_activations
+    widths = [session.adapter.width(p) for p in session.row_points]
 
     with session.attached():
         responses = stream_generate(
@@ -145,13 +147,11 @@ temperature view that re-samples the distribution without re-running the model).
         )
         for index, response in enumerate(responses):
             position = prompt_end + index
-            activations_mx = (
-                {p: session.recorder.at(p, position - 1)[0] for p in session.capture_points}
-                if wants_activations else {}
-            )
+            row = session.last_position_row(position - 1) if wants_activations else None  # [B, 1, sum of widths]
             session.check_finite()  # an intervention that broke the numbers stops here, not as garbage text
             step = _make_step(
-                index, position, response, tokenizer, sampling, top_k, activations_mx,
+                index, position, response, tokenizer, sampling, top_k,
+                _StepActivations(session, position - 1, row, widths) if wants_activations else None,
                 step_activations, readers, keep_logprobs,
             )
             session.recorder.settle()
@@ -160,13 +160,31 @@ temperature view that re-samples the distribution without re-running the model).
                 break
 
 
-def _make_step(index, position, response, tokenizer, sampling, top_k, activations_mx, step_activations, readers,
+class _StepActivations:
+    """The captured points at one position, as MLX arrays for readers and as host arrays for the step."""
+
+    def __init__(self, session: HookSession, position: int, row: mx.array | None, widths: list[int]):
+        self.session, self.position, self.row, self.widths = session, position, row, widths
+
+    def mlx(self) -> dict[str, mx.array]:  # point -> [D]
+        return {p: self.session.recorder.at(p, self.position)[0] for p in self.session.row_points}
+
+    def host(self) -> dict[str, np.ndarray]:  # point -> [D] float32
+        if self.row is not None:
+            host = np.array(self.row)[0, 0]  # [sum of widths]; evaluated with its forward
+        else:  # no row kept for this position: one transfer of the recorder's arrays
+            flat = mx.concatenate([a.reshape(-1) for a in self.mlx().values()])
+            host = np.array(flat if flat.dtype == mx.float32 else flat.astype(mx.float32))
+        return dict(zip(self.session.row_points, np.split(host, np.cumsum(self.widths)[:-1])))
+
+
+def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts, step_activations, readers,
                keep_logprobs=False):
     # The step's statistics are computed in numpy: mlx-lm already evaluated the logprobs,
     # and a dozen MLX ops over the vocabulary would cost more than the hooks themselves.
     raw = response.logprobs  # [V], raw, normalised
     # float32, as the model gave them: a float64 copy of a 32k-256k vocabulary per token
-    # cost more than the hooks (entropy_bits accumulates in float64 itself).
+    # cost more than the hooks.
     logprobs = np.array(raw if raw.dtype == mx.float32 else raw.astype(mx.float32))
     token = int(response.token)
     raw_entropy = float(entropy_bits(logprobs))
@@ -175,19 +193,13 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, activation
     else:
         sampled = sampling.sampling_logprobs(logprobs)  # [V]
         sampling_prob, entropy = float(np.exp(sampled[token])), float(entropy_bits(sampled))
-    k = min(top_k, logprobs.shape[-1])
-    ids = np.argpartition(-logprobs, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
-    ids = ids[np.argsort(-logprobs[ids], kind="stable")]
+    ids = top_indices(logprobs, min(top_k, logprobs.shape[-1]))
     alternatives = tuple(TokenAlternative(int(i), float(np.exp(logprobs[i])), tokenizer.decode([int(i)])) for i in ids)
-    readings = {name: reader(activations_mx) for name, reader in (readers or {}).items()}
-    activations = {}
-    if activations_mx and step_activations:
-        # One transfer, not one per point: concatenated [sum of widths] (attn_z and
-        # mlp_hidden are not d_model wide), then split back on the host.
-        flat = mx.concatenate([a.reshape(-1) for a in activations_mx.values()])
-        host = np.array(flat if flat.dtype == mx.float32 else flat.astype(mx.float32))
-        ends = np.cumsum([a.size for a in activations_mx.values()])[:-1]
-        activations = dict(zip(activations_mx, np.split(host, ends)))
+    readings = {}
+    if readers:
+        activations_mx = step_acts.mlx() if step_acts is not None else {}
+        readings = {name: reader(activations_mx) for name, reader in readers.items()}
+    activations = step_acts.host() if step_acts is not None and step_activations else {}
     return GenerationStep(
         index=index, position=position, token=token, text=response.text,
         prob=float(np.exp(logprobs[token])), sampling_prob=sampling_prob, entropy=max(entropy, 0.0) + 0.0,

@@ -71,3 +71,31 @@ def test_sampler_draws_from_this_distribution():
     freq = np.bincount(draws, minlength=lp.size) / draws.size
     np.testing.assert_allclose(freq, expected, atol=0.015)
     assert freq[3:].sum() == 0
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 2048, 32000, 49153, 256000])
+@pytest.mark.parametrize("k", [0, 1, 5, 40])
+def test_top_indices_equal_a_full_sort(vocab, k):
+    rng = np.random.default_rng(vocab + k)
+    values = rng.normal(size=vocab).astype(np.float32)
+    values[rng.integers(0, vocab, size=max(1, vocab // 10))] = -np.inf  # masked tokens
+    expected = np.argsort(-values, kind="stable")[:k]
+    assert np.array_equal(distribution.top_indices(values, k), expected)
+
+
+def test_top_indices_orders_equal_values_by_index():
+    values = np.full(40000, -5.0, dtype=np.float32)
+    values[[31999, 7, 20000]] = 1.0
+    assert distribution.top_indices(values, 3).tolist() == [7, 20000, 31999]
+
+
+def test_entropy_bits_in_float32_matches_float64():
+    rng = np.random.default_rng(1)
+    lp64 = distribution.normalise(rng.normal(size=256000) * 4.0)
+    lp64[:1000] = -np.inf
+    lp32 = lp64.astype(np.float32)
+    assert distribution.entropy_bits(lp32).dtype == np.float32
+    assert float(distribution.entropy_bits(lp32)) == pytest.approx(float(distribution.entropy_bits(lp64)), rel=1e-5)
+    point_mass = np.full(10, -np.inf, dtype=np.float32)
+    point_mass[3] = 0.0
+    assert float(distribution.entropy_bits(point_mass)) == 0.0

@@ -276,6 +276,32 @@ def test_step_activations_are_the_recorder_values_at_position_minus_one(model, t
     assert int(mx.argmax(logits).item()) == last.token
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_step_activations_of_every_point_kind_come_from_the_forward_that_chose_the_token(tokenizer, prompt_tokens,
+                                                                                        dtype):
+    # The per-step row is concatenated inside the forward (one transfer per step); it must hold, for
+    # every point kind and width (attn_z, mlp_hidden are not d_model wide), what the recorder holds.
+    from mlx_hooks import hook_points
+    from mlx_hooks.hooks import HookSession
+
+    model = make_tiny_llama(seed=3)
+    model.set_dtype(dtype)
+    points = hook_points(model)
+    recorder, sessions = ActivationRecorder(), []
+    steps = list(hooked_stream_generate(model, tokenizer, prompt_tokens, max_tokens=5, capture=points,
+                                        recorder=recorder, session_out=sessions))
+    assert isinstance(sessions[0], HookSession) and sessions[0].row_points == points
+    widths = {p: sessions[0].adapter.width(p) for p in points}
+    assert len(set(widths.values())) > 1
+    for step in steps:
+        assert list(step.activations) == points
+        for point, value in step.activations.items():
+            assert value.dtype == np.float32 and value.shape == (widths[point],)
+            held = recorder.at(point, step.position - 1)[0].astype(mx.float32)
+            assert np.array_equal(value, np.array(held)), point
+    assert sessions[0]._last_rows == {}  # nothing is held once generation ends
+
+
 def test_host_storage_recorder_during_generation(model, tokenizer, prompt_tokens):
     from mlx_hooks import CacheConfig
 
