@@ -92,6 +92,7 @@ class HookSession:
         :meth:`last_position_row`); streamed generation turns it on."""
         self._forward_captures: dict[str, mx.array] = {}  # point -> [B, L, D] captured in the current forward
         self._last_rows: dict[int, mx.array] = {}  # absolute position -> [B, 1, sum of widths]
+        self._last_kept: tuple[mx.array, mx.array] | None = None  # (activation, its captured copy)
         self.recorder = recorder or ActivationRecorder(cache_config)
         self.prompt_length = prompt_length
         self.interventions: dict[str, list[Intervention]] = {}
@@ -132,6 +133,7 @@ class HookSession:
         length = inputs.shape[1] if inputs is not None and inputs.ndim > 1 else embeddings.shape[1]
         self.ctx = ForwardContext.from_offset(offset, length, self.prompt_length)
         self._forward_captures = {}
+        self._last_kept = None
 
     def _end_forward(self, out):
         if not (self.keep_last_position and self._forward_captures and self.ctx is not None):
@@ -177,7 +179,13 @@ class HookSession:
             # A fresh array object: the model may go on to change `x` in place (gemma3's
             # `h *= sqrt(d)` right after the embedding), which would change a kept reference.
             # Captures are read-outs, so they also leave the autograd graph here.
-            kept = mx.stop_gradient(x)
+            if point.startswith("resid_pre.") and self._last_kept is not None and self._last_kept[0] is x:
+                # resid_pre.i is the very array the previous block returned as resid_post.(i-1): one
+                # node, not two. Only between blocks: after `embed` the model scales `x` in place.
+                kept = self._last_kept[1]
+            else:
+                kept = mx.stop_gradient(x)
+            self._last_kept = (x, kept) if point.startswith("resid_post.") else None
             self.recorder.record(point, kept, ctx.start)
             if self.keep_last_position:
                 self._forward_captures[point] = kept
@@ -235,6 +243,7 @@ class HookSession:
         self._wrapped_points.clear()
         self.ctx = None
         self._forward_captures, self._last_rows = {}, {}  # mlx-lm runs one forward more than it yields
+        self._last_kept = None
 
     @contextmanager
     def attached(self) -> Iterator["HookSession"]:

@@ -151,6 +151,23 @@ def test_captured_residual_stream_is_consistent(tiny_model):
     assert np.array_equal(rec.positions("resid_post.1"), np.arange(len(TOKENS)))
 
 
+def test_resid_pre_after_an_edit_of_itself_or_of_the_previous_resid_post_holds_the_edited_stream(tiny_model):
+    # resid_pre.i shares its captured node with resid_post.(i-1) when both are the same array; an edit
+    # at either point must still show where it was made.
+    d = tiny_model.args.hidden_size
+    one, two = mx.ones((d,)), mx.full((d,), 2.0)
+    with hooked(tiny_model, capture=hook_points(tiny_model),
+                interventions={"resid_post.0": AddVector(one), "resid_pre.1": AddVector(two)}) as hooks:
+        _forward(tiny_model)
+    with hooked(tiny_model, capture=hook_points(tiny_model)) as plain:
+        _forward(tiny_model)
+    get = lambda rec, p: np.array(rec.stack(p))  # noqa: E731
+    edited_post0 = get(plain.recorder, "resid_post.0") + 1.0
+    np.testing.assert_allclose(get(hooks.recorder, "resid_post.0"), edited_post0, rtol=1e-6)
+    np.testing.assert_allclose(get(hooks.recorder, "resid_pre.1"), edited_post0 + 2.0, rtol=1e-6)
+    assert np.array_equal(get(hooks.recorder, "resid_pre.2"), get(hooks.recorder, "resid_post.1"))
+
+
 def test_embed_capture_equals_embedding_lookup(tiny_model):
     with hooked(tiny_model, capture=["embed"]) as hooks:
         _forward(tiny_model)
