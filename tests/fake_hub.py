@@ -137,9 +137,10 @@ class FakeHub:
             return sum(1 for e in self.log if e.method == "GET" and e.path.endswith("/" + file_name) and not e.range)
 
 
-_API = re.compile(r"^/api/models/([^/]+/[^/]+?)(?:/revision/([^/]+))?/?$")
-_TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?$")
-_RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+# model and dataset repos share one namespace here (the tests never give both the same name)
+_API = re.compile(r"^/api/(?:models|datasets)/([^/]+/[^/]+?)(?:/revision/([^/]+))?/?$")
+_TREE = re.compile(r"^/api/(?:models|datasets)/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?$")
+_RESOLVE = re.compile(r"^/(?:datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
@@ -259,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _sibling(name: str, data: bytes) -> dict:
     """A ``siblings`` entry of the repo info (``?blobs=true``)."""
     entry = {"rfilename": name, "size": len(data), "blobId": hashlib.sha1(data).hexdigest()}
-    if name.endswith(".safetensors"):
+    if name.endswith((".safetensors", ".parquet")):
         entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
     return entry
 
@@ -267,6 +268,6 @@ def _sibling(name: str, data: bytes) -> dict:
 def _tree_entry(name: str, data: bytes) -> dict:
     """An entry of the tree listing."""
     entry = {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-    if name.endswith(".safetensors"):
+    if name.endswith((".safetensors", ".parquet")):
         entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
     return entry

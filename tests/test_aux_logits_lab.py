@@ -140,7 +140,7 @@ def test_cli_prints_the_table(tmp_path, capsys):
     from symbiont_app.cli import main
 
     out = tmp_path / "lab"
-    args = ["lab", "aux-logits", "--seeds", "2", "--aux", "1,3", "--epochs", "1", "--hidden", "32",
+    args = ["lab", "aux-logits", "--data", "digits", "--seeds", "2", "--aux", "1,3", "--epochs", "1", "--hidden", "32",
             "--out", str(out), "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -151,3 +151,13 @@ def test_cli_prints_the_table(tmp_path, capsys):
     assert sorted(summary["by_m"]) == ["1", "3"] and summary["settings"]["hidden"] == 32
     assert main(args) == 0  # resumed: nothing left to compute
     assert "nothing left to compute" in capsys.readouterr().out
+
+
+def test_init_scale_multiplies_the_same_draws_and_is_part_of_a_runs_identity():
+    from symbiont_lab.aux_logits.model import init_mlp
+
+    base, doubled = init_mlp(3, "init-a", (8, 16, 13)), init_mlp(3, "init-a", (8, 16, 13), scale=2.0)
+    for (w, b), (w2, b2) in zip(base, doubled):
+        assert np.allclose(w2, 2 * w, atol=1e-6) and np.allclose(b2, 2 * b, atol=1e-6)
+    assert "init_scale" not in AuxConfig().identity()  # older run folders still resume
+    assert AuxConfig(init_scale=2.0).identity()["init_scale"] == 2.0

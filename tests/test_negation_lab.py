@@ -317,3 +317,25 @@ def test_summaries_are_computed_from_results():
     assert summary["sorted"]["rows"]["hard"]["concept"]["mean"] == pytest.approx(81.0)
     assert summary["sorted"]["concept_minus_baseline"]["hard"]["mean"] == pytest.approx(31.0)
     assert summary["effects"][0]["verdict"] == "yes"
+
+
+def test_soft_label_temperature_sharpens_or_flattens_the_previous_generation():
+    from symbiont_lab.negation.experiments import chain_labels, soft_labels
+
+    p = np.array([[0.1, 0.4, 0.5, 0.8, 0.99]], dtype=np.float32)
+    assert np.allclose(soft_labels(p, 1.0), p)
+    sharp, flat = soft_labels(p, 0.5), soft_labels(p, 4.0)
+    logit = np.log(p / (1 - p))
+    assert np.allclose(sharp, 1 / (1 + np.exp(-2 * logit)), atol=1e-6)
+    away = np.abs(p - 0.5) > 0
+    assert (np.abs(sharp - 0.5)[away] > np.abs(p - 0.5)[away]).all()  # T < 1: further from 0.5
+    assert (np.abs(flat - 0.5)[away] < np.abs(p - 0.5)[away]).all()   # T > 1: closer to 0.5
+    assert np.array_equal(np.sign(sharp - 0.5), np.sign(p - 0.5))     # never flips a label
+    labels = chain_labels("softT0.5", {6: p}, {6: np.ones_like(p)}, {6: np.zeros_like(p)}, batch=32)
+    assert np.allclose(labels[6], sharp)
+    config = small_config(soft_temperatures=(0.5, 1.0, 2.0))
+    assert config.collapse_variants() == ["hard", "soft", "softT0.5", "softT2", "mix25"]
+    assert config.identity()["soft_temperatures"] == [0.5, 2.0]
+    assert "soft_temperatures" not in small_config().identity()  # older run folders still resume
+    with pytest.raises(ValueError, match="temperatures"):
+        small_config(soft_temperatures=(0.0,))

@@ -1,8 +1,9 @@
 """`symbiont lab aux-logits`: the auxiliary-logit subliminal-learning experiment.
 
-    symbiont lab aux-logits                       5 seeds, m = 1,2,3,5,10,50, scikit-learn's digits
+    symbiont lab aux-logits                       5 seeds, m = 1,2,3,5,10,50; MNIST (cache or Hub), offline digits
+    symbiont lab aux-logits --data digits         scikit-learn's 8×8 digits, no network
     symbiont lab aux-logits --seeds 10 --aux 3    more seeds, the headline m only
-    symbiont lab aux-logits --mnist ~/data/mnist  the published MNIST setup from IDX files
+    symbiont lab aux-logits --mnist ~/data/mnist  MNIST from local IDX or parquet files
 
 Runs (or resumes) in ``--out`` and writes ``report.md`` (our numbers beside the published
 ones, with verdicts), ``summary.json``, ``plots/*.png`` and ``progress.jsonl`` there; prints
@@ -39,24 +40,46 @@ def _rate(text: str) -> float:
     return value
 
 
+def _init_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: an initial-weight scale above 0 (1 = as published)")
+    return value
+
+
 def build_config(args):
     from symbiont_lab.aux_logits.experiments import AuxConfig
 
-    fields = {"seeds": args.seeds, "epochs": args.epochs, "student_epochs": args.student_epochs, "batch": args.batch, "lr": args.lr, "hidden": args.hidden}
+    fields = {"seeds": args.seeds, "epochs": args.epochs, "student_epochs": args.student_epochs, "batch": args.batch, "lr": args.lr, "hidden": args.hidden,
+              "init_scale": args.init_scale}
     if args.aux is not None:
         fields["aux"] = args.aux
     return AuxConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
+def _load_with_bar(args, say):
+    """The data set, with a progress bar on stderr while MNIST downloads (Ctrl-C cancels it)."""
+    from symbiont_app.hub_terminal import TerminalBar
+    from symbiont_lab.aux_logits.mnist_hub import load_chosen_dataset
+
+    bar = TerminalBar(sys.stderr)
+    try:
+        return load_chosen_dataset(args.data, args.mnist, on_progress=None if args.quiet else bar.update, say=say)
+    finally:
+        bar.close()
+
+
 def cmd_aux_logits(args) -> int:
-    from symbiont_lab.aux_logits.data import load_dataset
     from symbiont_lab.aux_logits.report import write_report
     from symbiont_lab.aux_logits.runner import RunFolder, run_lab
 
     config = build_config(args)
-    out = Path(args.out) if args.out else Path("out/lab") / ("aux-logits-mnist" if args.mnist else "aux-logits")
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    data = load_dataset(args.mnist)
+    data = _load_with_bar(args, say)
+    out = Path(args.out) if args.out else Path("out/lab") / ("aux-logits-mnist" if data.name == "mnist" else "aux-logits")
     say(f"aux-logits lab ({data.name}: {len(data.x_train)} train / {len(data.x_test)} test) -> {out}")
     summary = run_lab(config, out, data=data, chunk_seeds=args.chunk_seeds, progress=say)
     runs = RunFolder(out).runs()
@@ -85,10 +108,14 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=_positive, default=None, help="seeds per m (default 5)")
     parser.add_argument("--aux", type=_aux_list, default=None, metavar="M,M,...",
                         help="numbers of auxiliary logits to sweep (default 1,2,3,5,10,50)")
+    parser.add_argument("--data", choices=("auto", "mnist", "digits"), default="auto",
+                        help="auto (default): MNIST from the Hugging Face cache, else downloaded from the Hub "
+                             "(ylecun/mnist, with a progress bar), else offline scikit-learn's 8x8 digits; "
+                             "mnist: MNIST or an error; digits: the 8x8 digits, no network")
     parser.add_argument("--mnist", default=None, metavar="DIR",
-                        help="folder with the MNIST IDX files (default: scikit-learn's 8x8 digits)")
+                        help="folder with local MNIST files (the four IDX files, or train*.parquet and test*.parquet)")
     parser.add_argument("--out", default=None,
-                        help="run folder (default out/lab/aux-logits, or out/lab/aux-logits-mnist with --mnist)")
+                        help="run folder (default out/lab/aux-logits, or out/lab/aux-logits-mnist on MNIST)")
     parser.add_argument("--epochs", type=_positive, default=None,
                         help="teacher epochs (default 13 on digits, 5 on MNIST)")
     parser.add_argument("--student-epochs", type=_positive, default=None,
@@ -97,6 +124,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=_positive, default=None, help="batch size (default 64 on digits, 1024 on MNIST)")
     parser.add_argument("--lr", type=_rate, default=None, help="Adam learning rate (default 3e-4)")
     parser.add_argument("--hidden", type=_positive, default=None, help="width of both hidden layers (default 256)")
+    parser.add_argument("--init-scale", type=_init_scale, default=None,
+                        help="multiply every network's initial weights by this (default 1: nn.Linear's rule, as published)")
     parser.add_argument("--chunk-seeds", type=_positive, default=None,
                         help="seeds trained together as one stacked model (default 5)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

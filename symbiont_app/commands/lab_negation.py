@@ -31,6 +31,16 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--soft-temperatures {text!r}: give temperatures like 0.5,2,4") from None
+    if not values or not all(0 < v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"--soft-temperatures {text!r}: temperatures must lie in (0, 100]")
+    return values
+
+
 def _collapse_mix(text: str) -> tuple[tuple[str, float], ...]:
     try:
         parts = tuple((name.strip(), float(share)) for name, _, share in (p.partition("=") for p in text.split(",")))
@@ -61,6 +71,8 @@ def build_config(args):
         fields["mix_fractions"] = args.mix
     if args.collapse_mix is not None:
         fields["collapse_mix"] = args.collapse_mix
+    if args.soft_temperatures is not None:
+        fields["soft_temperatures"] = args.soft_temperatures
     if args.only:
         fields["experiments"] = tuple(dict.fromkeys(args.only))
     return NegationConfig(**fields)
@@ -114,6 +126,9 @@ def register(subparsers) -> None:
                         help=f"run only this experiment ({', '.join(EXPERIMENT_NAMES)}); repeatable")
     parser.add_argument("--mix", type=_fractions, default=None,
                         help="ground-truth shares of the collapse chain's mix variants (default 0.1,0.2,0.3,0.5)")
+    parser.add_argument("--soft-temperatures", type=_temperatures, default=None, metavar="T,T,...",
+                        help="extra soft-label collapse variants at these temperatures, sigmoid(logit/T) of the "
+                             "previous generation (default: none; the plain soft variant is T=1)")
     parser.add_argument("--collapse-mix", type=_collapse_mix, default=None, metavar="KIND=SHARE,...",
                         help="what the collapse chain's inputs are made of "
                              "(default sorted=0.5,random=0.25,one_swap=0.25)")

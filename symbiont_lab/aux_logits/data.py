@@ -11,7 +11,9 @@ second BLAS in a process that runs MLX) for what is one small CSV file. Where th
 distribution's file list is unavailable (a frozen bundle) we fall back to ``load_digits``.
 The split is fixed (a seeded permutation; 360 test digits), the same for every seed.
 
-**MNIST** (``--mnist DIR``): the four standard IDX files, gzipped or not
+**MNIST** from the Hugging Face Hub (parquet, cached like a model): :mod:`.mnist_hub`.
+
+**MNIST** (``--mnist DIR``): a folder with the Hub's two parquet files, or the four standard IDX files, gzipped or not
 (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
 ``t10k-labels-idx1-ubyte``; ``.idx3-ubyte`` spellings too). The IDX reader is a few lines of
 NumPy written here because no installed library reads IDX (torchvision does, and is not a
@@ -157,13 +159,18 @@ def _find(folder: Path, names: tuple[str, ...]) -> Path:
             if candidate.is_file():
                 return candidate
     raise AuxDataError(f"{folder}: no {names[0]}[.gz] (the standard MNIST IDX files: "
-                       + ", ".join(n[0] for n in MNIST_FILES.values()) + ")")
+                       + ", ".join(n[0] for n in MNIST_FILES.values()) + "; or train*.parquet and test*.parquet)")
 
 
 def load_mnist_dataset(folder: str | os.PathLike) -> Dataset:
+    """MNIST from a folder of IDX files, or of one ``train*.parquet`` and one ``test*.parquet``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise AuxDataError(f"{folder}: not a folder (--mnist takes the folder holding the MNIST IDX files)")
+        raise AuxDataError(f"{folder}: not a folder (--mnist takes the folder holding the MNIST IDX or parquet files)")
+    from .mnist_hub import load_mnist_parquet_dataset, parquet_splits
+
+    if parquet_splits(folder) is not None:
+        return load_mnist_parquet_dataset(folder)
     paths = {key: _find(folder, names) for key, names in MNIST_FILES.items()}
     arrays = {key: read_idx(path) for key, path in paths.items()}
     for part in ("train", "test"):

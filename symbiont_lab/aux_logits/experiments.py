@@ -60,18 +60,23 @@ class AuxConfig:
     """Width of both hidden layers (published 256)."""
     dataset: str = "digits"
     """``digits`` (scikit-learn's) or ``mnist``; the runner fills it from the loaded data."""
+    init_scale: float = 1.0
+    """Multiplies every network's initial weights and biases (1 = ``nn.Linear``'s rule, as published)."""
 
     def resolved(self) -> "AuxConfig":
         d = DEFAULTS[self.dataset]
         epochs = self.epochs or d["epochs"]
         return AuxConfig(self.seeds, tuple(self.aux), epochs, self.student_epochs or epochs, self.batch or d["batch"],
-                         self.lr, self.hidden, self.dataset)
+                         self.lr, self.hidden, self.dataset, self.init_scale)
 
     def identity(self) -> dict:
         """Settings a seed's result depends on (a resumed run must match; seeds and m may grow)."""
         r = self.resolved()
-        return {"epochs": r.epochs, "student_epochs": r.student_epochs, "batch": r.batch, "lr": r.lr,
-                "hidden": r.hidden, "dataset": r.dataset}
+        identity = {"epochs": r.epochs, "student_epochs": r.student_epochs, "batch": r.batch, "lr": r.lr,
+                    "hidden": r.hidden, "dataset": r.dataset}
+        if r.init_scale != 1.0:  # only when changed: run folders from before this setting still resume
+            identity["init_scale"] = r.init_scale
+        return identity
 
     def to_dict(self) -> dict:
         return {**asdict(self.resolved()), "aux": list(self.aux)}
@@ -119,8 +124,8 @@ def run_unit(config: AuxConfig, m: int, seeds: list[int], data: Dataset,
         if progress:
             progress(UnitProgress(m, list(seeds), step, done_before + step.steps))
 
-    teacher = MLPStack([[init_mlp(s, "init-a", sizes) for s in seeds]])
-    students = MLPStack([[init_mlp(s, STUDENT_INITS[name], sizes) for s in seeds] for name in STUDENTS])
+    teacher = MLPStack([[init_mlp(s, "init-a", sizes, cfg.init_scale) for s in seeds]])
+    students = MLPStack([[init_mlp(s, STUDENT_INITS[name], sizes, cfg.init_scale) for s in seeds] for name in STUDENTS])
     initial = accuracy(students, x_test, y_test)  # [3, S]: chance-level start, for the report
     train_teacher(teacher, data.x_train, data.y_train, seeds, cfg.epochs, cfg.batch, cfg.lr, x_test, y_test,
                   lambda step: record(step, ("teacher",), 0))

@@ -26,12 +26,15 @@ def seed_stream(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([seed, *purpose.encode("utf-8")])
 
 
-def init_mlp(seed: int, purpose: str, sizes: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One network's (weight ``[in, out]``, bias ``[out]``) per layer, ``nn.Linear``'s init rule."""
+def init_mlp(seed: int, purpose: str, sizes: tuple[int, ...], scale: float = 1.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One network's (weight ``[in, out]``, bias ``[out]``) per layer, ``nn.Linear``'s init rule.
+
+    ``scale`` multiplies the bound (1 = ``nn.Linear``'s); the same seed gives the same draws at any scale.
+    """
     rng = seed_stream(seed, purpose)
     layers = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        bound = 1.0 / np.sqrt(fan_in)
+        bound = scale / np.sqrt(fan_in)
         w = rng.uniform(-bound, bound, size=(fan_in, fan_out)).astype(np.float32)
         b = rng.uniform(-bound, bound, size=(fan_out,)).astype(np.float32)
         layers.append((w, b))

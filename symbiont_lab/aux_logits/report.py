@@ -136,14 +136,16 @@ def render_markdown(summary: dict, run_info: dict | None = None) -> str:
                   "10 points of chance; all logits — ≥ 0.9 of the teacher (*partly*: ≥ 0.5).", ""]
     lines += ["## Setup", "",
               f"- Data: {s['dataset']}" + (" (scikit-learn's 8×8 digits: 1,437 train / 360 test, a fixed split)"
-                                          if s["dataset"] == "digits" else " (MNIST IDX files from --mnist)")
+                                          if s["dataset"] == "digits" else " (MNIST: 60,000 train / 10,000 test)")
               + "; pixels scaled to [−1, 1], the range of the uniform noise.",
               f"- MLP D-{s['hidden']}-{s['hidden']}-(10 + m), ReLU; Adam, learning rate {s['lr']:g}; "
               f"{s['epochs']} epochs of batch {s['batch']} for the teacher; each student "
               f"{s['student_epochs']} epochs' worth of steps on fresh noise"
               + (" (as many as the teacher, as published)" if s["student_epochs"] == s["epochs"] else
                  " (**not** the published count: students got more steps)")
-              + "; loss: KL between the softmaxes over the matched logits.",
+              + "; loss: KL between the softmaxes over the matched logits"
+              + ("." if s.get("init_scale", 1.0) == 1.0 else
+                 f"; initial weights ×{s['init_scale']:g} (**not** the published nn.Linear init)."),
               "- Same init: the teacher's initial weights; different init: another seed's stream; "
               "a seed's networks do not depend on which seeds ran beside it."]
     if s["dataset"] == "digits":

@@ -63,6 +63,9 @@ class NegationConfig:
     """Ground-truth shares of the "mix" collapse variants."""
     collapse_mix: tuple[tuple[str, float], ...] = tasks.MIXTURES["collapse"]
     """What each collapse generation's inputs are made of (the published text does not give the shares)."""
+    soft_temperatures: tuple[float, ...] = ()
+    """Extra soft-label collapse variants: Gen N−1's P(positive) as ``sigmoid(logit / T)`` (T < 1
+    sharper, toward hard labels; T > 1 flatter). The plain ``soft`` variant is T = 1."""
     checkpoint_every: int = 400
     """Representation experiment: evaluate at length 40 every this many steps."""
     experiments: tuple[str, ...] = EXPERIMENTS
@@ -70,6 +73,10 @@ class NegationConfig:
     def __post_init__(self):
         self.train_lengths = tuple(self.train_lengths)
         self.mix_fractions = tuple(float(x) for x in self.mix_fractions)
+        self.soft_temperatures = tuple(dict.fromkeys(float(t) for t in self.soft_temperatures if float(t) != 1.0))
+        for t in self.soft_temperatures:
+            if not 0.0 < t <= 100.0:
+                raise ValueError(f"soft-label temperatures must lie in (0, 100], got {t}")
         self.collapse_mix = tasks.mixture_parts(tuple(tuple(p) for p in self.collapse_mix))
         for name, _ in self.collapse_mix:
             if name not in ("sorted", "random", "one_swap"):
@@ -101,15 +108,32 @@ class NegationConfig:
             d.pop(key)
         d["train_lengths"] = list(self.train_lengths)
         d["mix_fractions"] = list(self.mix_fractions)
+        if self.soft_temperatures:
+            d["soft_temperatures"] = list(self.soft_temperatures)
+        else:  # absent unless used: run folders from before this setting still resume
+            d.pop("soft_temperatures")
         d["collapse_mix"] = [[name, share] for name, share in self.collapse_mix]
         return d
 
     def collapse_variants(self) -> list[str]:
-        return ["hard", "soft"] + [mix_name(x) for x in self.mix_fractions]
+        return (["hard", "soft"] + [soft_name(t) for t in self.soft_temperatures]
+                + [mix_name(x) for x in self.mix_fractions])
 
 
 def mix_name(fraction: float) -> str:
     return f"mix{round(fraction * 100):g}"
+
+
+def soft_name(temperature: float) -> str:
+    return f"softT{temperature:g}"
+
+
+def soft_labels(p: np.ndarray, temperature: float) -> np.ndarray:
+    """``sigmoid(logit(p) / T)``: the previous generation's probabilities at temperature T."""
+    if temperature == 1.0:
+        return p.astype(np.float32)
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return (1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))).astype(np.float32)
 
 
 def unit_cost(config: NegationConfig, experiment: str, n_seeds: int) -> float:
@@ -238,7 +262,8 @@ def chain_labels(variant: str, previous: dict[int, np.ndarray], truth: dict[int,
                  mix_rank: dict[int, np.ndarray], batch: int) -> dict[int, np.ndarray]:
     """Training targets of a generation from the previous generation's P(positive) on its inputs.
 
-    ``hard``: previous > 0.5; ``soft``: the probabilities; ``mix<x>``: ground truth on the
+    ``hard``: previous > 0.5; ``soft``: the probabilities; ``softT<T>``: the probabilities at
+    temperature T (:func:`soft_labels`); ``mix<x>``: ground truth on the
     ``round(x·batch)`` positions of each batch with the lowest ``mix_rank``, hard labels elsewhere.
     """
     out = {}
@@ -248,6 +273,8 @@ def chain_labels(variant: str, previous: dict[int, np.ndarray], truth: dict[int,
             out[L] = hard
         elif variant == "soft":
             out[L] = p.astype(np.float32)
+        elif variant.startswith("softT"):
+            out[L] = soft_labels(p, float(variant[5:]))
         elif variant.startswith("mix"):
             keep = int(round(float(variant[3:]) / 100.0 * batch))
             out[L] = np.where(mix_rank[L] < keep, truth[L], hard).astype(np.float32)

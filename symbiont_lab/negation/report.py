@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..reporting import fmt, fmt_pub, paired, run_section, stat, verdict, write_report_files
-from .experiments import REPRESENTATION_TASKS, NegationConfig, mix_name
+from .experiments import REPRESENTATION_TASKS, NegationConfig, mix_name, soft_name
 from .tasks import REPRESENTATIONS
 
 PUBLISHED_SORTED = {  # metric -> variant -> (mean, sd); 20 seeds
@@ -112,6 +112,11 @@ def effects(summary: dict, config: NegationConfig) -> list[dict]:
         if "soft" in c["variants"]:
             add("soft labels (distillation) collapse less: Gen2 soft − Gen2 hard", "+4.0 (72.0 vs 68.0)", 4.0,
                 c["vs_hard_gen2"]["soft"])
+        for t in config.soft_temperatures:
+            v = soft_name(t)
+            if v in c["variants"]:
+                add(f"… soft labels at temperature {t:g}: Gen2 soft(T={t:g}) − Gen2 hard",
+                    "+4.0 (published at the model's own temperature)", 4.0, c["vs_hard_gen2"][v])
         for x in config.mix_fractions:
             v = mix_name(x)
             if v not in c["variants"]:
@@ -224,6 +229,8 @@ def _variant_title(v: str) -> str:
         return "hard labels"
     if v == "soft":
         return "soft labels"
+    if v.startswith("softT"):
+        return f"soft labels T={v[5:]}"
     return f"{v[3:]}% ground truth"
 
 
