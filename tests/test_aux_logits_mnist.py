@@ -148,3 +148,15 @@ def test_cli_runs_the_published_mnist_setup_from_a_parquet_folder(tmp_path, repo
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["dataset"] == "mnist" and summary["settings"]["batch"] == 1024
     assert "| 3 | 1 |" in captured.out
+
+
+def test_without_pyarrow_auto_says_so_and_uses_the_digits(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    said = []
+    assert load_chosen_dataset("auto", say=said.append).name == "digits"
+    assert "needs pyarrow" in said[0]
+    with pytest.raises(AuxDataError, match="needs pyarrow"):
+        load_chosen_dataset("mnist")

@@ -15,6 +15,7 @@ naming the file, or a :class:`~mlx_hooks.errors.HubAccessError` naming the repo.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from pathlib import Path
@@ -176,6 +177,13 @@ def load_chosen_dataset(choice: str = "auto", mnist_dir: str | os.PathLike | Non
         return data
     if choice == "digits":
         say("data: scikit-learn's 8×8 digits (as asked)")
+        return load_digits_dataset()
+    missing = [name for name in ("pyarrow", "PIL") if importlib.util.find_spec(name) is None]
+    if missing:
+        why = f"reading MNIST's parquet files needs {' and '.join(missing)} (pip install pyarrow pillow)"
+        if choice == "mnist":
+            raise AuxDataError(why)
+        say(f"data: scikit-learn's 8×8 digits, because {why}")
         return load_digits_dataset()
     try:
         folder = fetch_mnist(repo_id, on_progress, should_cancel)
