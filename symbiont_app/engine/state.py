@@ -1,4 +1,4 @@
-"""What the engine thread holds: the model, the chat, steering, clamps and the SAE meter.
+"""What the engine thread holds: the model, the chat, the intervention table and the SAE meter.
 
 Lives only on the engine thread (handlers receive it); the GUI never sees these
 objects, only the events the handlers emit about them.
@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .intervention_table import InterventionTable
+
 
 @dataclass
 class EngineState:
@@ -16,12 +18,9 @@ class EngineState:
     """``mlx_hooks.loader.LoadedModel`` or None."""
     chat: Any = None
     """``mlx_hooks.chat.ChatSession`` or None (made when a model loads)."""
-    steering: Any = None
-    """``mlx_hooks.steering.SteeringSet`` for the loaded model (made when a model loads)."""
-    clamps: dict[str, dict[str, list]] = field(default_factory=dict)
-    """Clamp name -> {hook point: [interventions]} (SAE clamps / ablations)."""
-    disabled_clamps: set[str] = field(default_factory=set)
-    """Names in ``clamps`` that are switched off (kept, not applied)."""
+    table: InterventionTable = field(default_factory=InterventionTable)
+    """Steering vectors, SAE clamps and ablations in the order the user added them, switched-off
+    ones included: what generation applies and what the steering panel lists both come from it."""
     sae: Any = None
     """``mlx_hooks.sae`` SAE or None."""
     sae_id: str | None = None
@@ -33,21 +32,12 @@ class EngineState:
     """Bumped by :meth:`changed`; a running reply re-reads interventions when it moves."""
 
     def changed(self) -> None:
-        """Call after changing steering, clamps or the meter: a streaming reply picks it up at its next token."""
+        """Call after changing the table or the meter: a streaming reply picks it up at its next token."""
         self.revision += 1
 
     def interventions(self) -> dict[str, list]:
-        """Steering vectors plus enabled clamps, as ``{hook point: [intervention, ...]}``."""
-        merged: dict[str, list] = {}
-        if self.steering is not None:
-            for point, items in self.steering.interventions().items():
-                merged.setdefault(point, []).extend(items)
-        for name, by_point in self.clamps.items():
-            if name in self.disabled_clamps:
-                continue
-            for point, items in by_point.items():
-                merged.setdefault(point, []).extend(items)
-        return merged
+        """The table's enabled entries as ``{hook point: [intervention, ...]}``, in table order."""
+        return self.table.interventions()
 
     def generation_kwargs(self) -> dict:
         """Keyword arguments for ``ChatSession.send`` / ``hooked_stream_generate``.
@@ -69,9 +59,8 @@ class EngineState:
         from mlx_hooks.memory import release_freed_memory
 
         had_model = self.loaded is not None
-        self.loaded = self.chat = self.steering = self.sae = self.sae_id = self.meter = None
-        self.clamps.clear()
-        self.disabled_clamps.clear()
+        self.loaded = self.chat = self.sae = self.sae_id = self.meter = None
+        self.table.clear()
         self.extras.clear()
         self.changed()
         if had_model:

@@ -57,7 +57,6 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     from mlx_hooks.hooks import hook_points
     from mlx_hooks.loader import estimate_for, load_model
     from mlx_hooks.memory import default_budget_bytes
-    from mlx_hooks.steering import SteeringSet
 
     total = 4
     ctx.progress(0, total, f"resolving {request.spec}")
@@ -83,7 +82,6 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     ctx.progress(3, total, "preparing the chat")
     state.loaded = loaded
     state.chat = ChatSession(loaded.model, loaded.tokenizer)
-    state.steering = SteeringSet(loaded.model)
     state.changed()
     info = backend_info()
     fp = loaded.fingerprint

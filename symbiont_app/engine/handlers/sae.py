@@ -59,9 +59,9 @@ def load_sae_into(state: EngineState, source: str, top_n: int = 8, hook_point: s
     panels = panel_state(state)
     previous = state.sae_id
     watched = state.meter.watched if state.meter is not None and previous == sae.cfg.sae_id else ()
-    for name, clamp in list(panels.clamps.items()):
+    for clamp in state.table.clamps():
         if clamp.sae_id != sae.cfg.sae_id:
-            _remove(state, name)  # its latent numbers mean nothing for the new SAE
+            _remove(state, clamp.name)  # its latent numbers mean nothing for the new SAE
     state.sae, state.sae_id = sae, sae.cfg.sae_id
     state.meter = FeatureMeter(sae, top_n=top_n, watch=watched)
     panels.sae_path, panels.records = str(path), records
@@ -99,8 +99,8 @@ def unload(state: EngineState, request, ctx: HandlerContext) -> None:
     from .steering import _remove
 
     panels = panel_state(state)
-    for name in list(panels.clamps):
-        _remove(state, name)
+    for clamp in state.table.clamps():
+        _remove(state, clamp.name)
     state.sae = state.sae_id = state.meter = None
     panels.sae_path, panels.records = "", None
     state.changed()

@@ -1,16 +1,16 @@
 """Steering vectors and SAE clamps: build, adjust live, switch, remove, export/import presets.
 
-Generation reads ``state.steering`` (enabled vectors only) and ``state.clamps`` (minus
-``state.disabled_clamps``); :mod:`..panel_state` keeps every entry with its settings.
-Every change calls ``state.changed()``, so a reply that is streaming picks it up at its
-next token. Every handler answers with the full list (:class:`InterventionsChanged`).
+Every entry lives in ``state.table`` (:mod:`..intervention_table`), in the order it was
+added; generation applies its enabled entries in that order. Every change calls
+``state.changed()``, so a reply that is streaming picks it up at its next token. Every
+handler answers with the full list (:class:`InterventionsChanged`).
 """
 
 from __future__ import annotations
 
 from mlx_hooks.errors import SymbiontError
 
-from ..panel_state import ClampItem, VectorItem, clamp_name, infos, panel_state
+from ..intervention_table import ClampEntry, VectorEntry, clamp_name
 from ..panels_protocol import (
     BuildVector, ClampLatent, ExportPreset, ImportPreset, InterventionsChanged, ListInterventions, PresetExported,
     PresetImported, RemoveIntervention, SetEnabled, SetPositions, SetValue, VectorBuilt,
@@ -24,97 +24,72 @@ class PanelError(SymbiontError):
 
 
 def _require_model(state: EngineState):
-    from mlx_hooks.errors import SymbiontError
-
     if state.loaded is None:
         raise SymbiontError("no model loaded: load one from the model picker first")
     return state.loaded
 
 
 def _report(state: EngineState, ctx: HandlerContext, message: str = "") -> None:
-    ctx.emit(InterventionsChanged(ctx.request_id, infos(state), message))
-
-
-def _unique_name(panels, base: str) -> str:
-    name, n = base, 2
-    while name in panels.order:
-        name, n = f"{base}-{n}", n + 1
-    return name
+    ctx.emit(InterventionsChanged(ctx.request_id, state.table.infos(), message))
 
 
 def add_vector(state: EngineState, vector, coefficient: float, relative: bool = True, positions="all",
                enabled: bool = True, replace: bool = True) -> str:
-    """Apply a ``SteeringVector`` (replacing one of the same name unless ``replace`` is False)."""
-    panels = panel_state(state)
-    if vector.name in panels.order:
+    """Append a ``SteeringVector`` to the table (replacing one of the same name, which goes to the
+    end, unless ``replace`` is False: then it gets a new name)."""
+    from dataclasses import replace as with_name
+
+    from mlx_hooks.steering import SteeringSet
+
+    loaded = _require_model(state)
+    if state.table.find(vector.name) is not None:
         if replace:
             _remove(state, vector.name)
         else:
-            from dataclasses import replace as with_name
-
-            vector = with_name(vector, name=_unique_name(panels, vector.name))
-    applied = state.steering.add(vector, coefficient, relative=relative, positions=positions)
-    if not enabled:
-        state.steering.applied.remove(applied)
-    panels.vectors[vector.name] = VectorItem(applied, enabled)
-    panels.order.append(vector.name)
+            vector = with_name(vector, name=state.table.unique_name(vector.name))
+    # SteeringSet.add is where mlx_hooks checks the width and hook point and makes the live AddVector;
+    # the table, not this throwaway set, keeps it.
+    applied = SteeringSet(loaded.model).add(vector, coefficient, relative=relative, positions=positions)
+    state.table.append(VectorEntry(name=vector.name, applied=applied, enabled=enabled))
     state.changed()
     return vector.name
 
 
 def add_clamp(state: EngineState, latent: int, value: float, mode: str = "absolute", positions="all",
               enabled: bool = True) -> str:
-    """Clamp a latent of the loaded SAE (``state.sae``); one clamp per latent, replaced on re-clamp."""
-    from mlx_hooks.errors import SymbiontError
+    """Clamp a latent of the loaded SAE (``state.sae``); one clamp per latent, replaced where it stands on re-clamp."""
     from mlx_hooks.sae.meters import clamp
 
     if state.sae is None:
         raise SymbiontError("no SAE loaded: load one in the SAE panel to clamp its latents")
     sae = state.sae
     intervention = clamp(sae, int(latent), float(value), mode, positions)  # validates latent, mode, maxima
-    panels = panel_state(state)
-    name = clamp_name(latent)
     labels = sae.labels
-    label = str(labels[int(latent)]) if labels is not None else ""
-    if name not in panels.order:
-        panels.order.append(name)
-    panels.clamps[name] = ClampItem(int(latent), float(value), mode, positions, label, sae.cfg.sae_id,
-                                    sae.cfg.hook_point, enabled)
-    state.clamps[name] = {sae.cfg.hook_point: [intervention]}
-    if enabled:
-        state.disabled_clamps.discard(name)
-    else:
-        state.disabled_clamps.add(name)
+    name = clamp_name(latent)
+    state.table.put(ClampEntry(
+        name=name, latent=int(latent), value=float(value), mode=mode, positions=positions,
+        label=str(labels[int(latent)]) if labels is not None else "", sae_id=sae.cfg.sae_id,
+        hook_point=sae.cfg.hook_point, intervention=intervention, enabled=enabled,
+    ))
     state.changed()
     return name
 
 
 def _remove(state: EngineState, name: str) -> None:
-    panels = panel_state(state)
-    if name in panels.vectors:
-        item = panels.vectors.pop(name)
-        if item.applied in state.steering.applied:
-            state.steering.applied.remove(item.applied)
-    panels.clamps.pop(name, None)
-    state.clamps.pop(name, None)
-    state.disabled_clamps.discard(name)
-    if name in panels.order:
-        panels.order.remove(name)
+    state.table.remove(name)
     state.changed()
 
 
 def clear_interventions(state: EngineState) -> None:
-    for name in list(panel_state(state).order):
-        _remove(state, name)
+    state.table.clear()
+    state.changed()
 
 
 def _lookup(state: EngineState, name: str):
-    panels = panel_state(state)
-    if name in panels.vectors:
-        return panels.vectors[name]
-    if name in panels.clamps:
-        return panels.clamps[name]
-    raise PanelError(f"no intervention named {name!r} (active: {', '.join(panels.order) or 'none'})")
+    entry = state.table.find(name)
+    if entry is None:
+        raise PanelError(f"no intervention named {name!r} (active: {', '.join(state.table.names()) or 'none'})")
+    return entry
 
 
 @handles(ListInterventions)
@@ -133,7 +108,7 @@ def clamp_latent(state: EngineState, request: ClampLatent, ctx: HandlerContext) 
 @handles(SetValue)
 def set_value(state: EngineState, request: SetValue, ctx: HandlerContext) -> None:
     item = _lookup(state, request.name)
-    if isinstance(item, VectorItem):
+    if isinstance(item, VectorEntry):
         item.applied.coefficient = request.value  # the live AddVector: no rebuild
         state.changed()
     else:
@@ -144,17 +119,7 @@ def set_value(state: EngineState, request: SetValue, ctx: HandlerContext) -> Non
 @handles(SetEnabled)
 def set_enabled(state: EngineState, request: SetEnabled, ctx: HandlerContext) -> None:
     item = _lookup(state, request.name)
-    if isinstance(item, VectorItem):
-        active = item.applied in state.steering.applied
-        if request.enabled and not active:
-            state.steering.applied.append(item.applied)
-        elif not request.enabled and active:
-            state.steering.applied.remove(item.applied)
-    elif request.enabled:
-        state.disabled_clamps.discard(request.name)
-    else:
-        state.disabled_clamps.add(request.name)
-    item.enabled = request.enabled
+    item.enabled = request.enabled  # it keeps its row, its settings and its live intervention
     state.changed()
     _report(state, ctx)
 
@@ -166,7 +131,7 @@ def set_positions(state: EngineState, request: SetPositions, ctx: HandlerContext
     positions = request.positions if isinstance(request.positions, str) else tuple(int(p) for p in request.positions)
     position_mask(positions, ForwardContext.from_offset(0, 1))  # raises on an unknown mode
     item = _lookup(state, request.name)
-    if isinstance(item, VectorItem):
+    if isinstance(item, VectorEntry):
         item.applied.intervention.positions = positions
         state.changed()
     else:
@@ -209,24 +174,11 @@ def build_vector(state: EngineState, request: BuildVector, ctx: HandlerContext) 
 # -- presets -------------------------------------------------------------------------------------------
 def current_preset(state: EngineState, name: str, description: str = "", sampling=None):
     """The active interventions (disabled ones left out) as a ``Preset``."""
-    from mlx_hooks.presets import Preset, SaeClampEntry, SteeringEntry
+    from mlx_hooks.presets import Preset
     from mlx_hooks.sampling import SamplingSettings
 
     loaded = _require_model(state)
-    panels = panel_state(state)
-    entries, vectors = [], {}
-    for item_name in panels.order:
-        if item_name in panels.vectors:
-            item = panels.vectors[item_name]
-            if not item.enabled:
-                continue
-            a = item.applied
-            entries.append(SteeringEntry(a.vector.name, a.hook_point, a.coefficient, a.relative, a.positions))
-            vectors[a.vector.name] = a.vector
-        else:
-            c = panels.clamps[item_name]
-            if c.enabled:
-                entries.append(SaeClampEntry(c.sae_id, c.hook_point, c.latent, c.label, c.value, c.mode, c.positions))
+    entries, vectors = state.table.preset_entries()
     return Preset(name=name, target_model_name=loaded.name, fingerprint=loaded.fingerprint, description=description,
                   sampling=sampling or SamplingSettings(), interventions=entries, vectors=vectors)
 
@@ -265,7 +217,6 @@ def import_preset(state: EngineState, request: ImportPreset, ctx: HandlerContext
     from mlx_hooks.preset_apply import apply_preset, check_compatibility
     from mlx_hooks.presets import read_preset
     from mlx_hooks.sae.meters import clamp
-    from mlx_hooks.steering import SteeringSet
 
     loaded = _require_model(state)
     preset = read_preset(request.path)
@@ -276,24 +227,21 @@ def import_preset(state: EngineState, request: ImportPreset, ctx: HandlerContext
         # All checks happen here, before anything changes: a preset that fails leaves the current set as it is.
         applied = apply_preset(preset, loaded.model, loaded.fingerprint, sae_resolver=resolve,
                                allow_different_weights=request.allow_different_weights)
-    clear_interventions(state)
-    state.steering = SteeringSet(loaded.model)
+    table = state.table
+    table.clear()
     vectors = iter(applied.steering.applied)
-    panels = panel_state(state)
     for entry in preset.interventions:
         if hasattr(entry, "vector"):
             a = next(vectors)
-            state.steering.applied.append(a)
-            panels.vectors[a.vector.name] = VectorItem(a, True)
-            panels.order.append(a.vector.name)
+            table.put(VectorEntry(name=a.vector.name, applied=a))
         else:
             sae = resolve(entry.sae_id)
             name = clamp_name(entry.latent) if entry.sae_id == state.sae_id else f"{entry.sae_id}:{entry.latent}"
-            panels.clamps[name] = ClampItem(entry.latent, entry.value, entry.value_mode, entry.positions, entry.label,
-                                            entry.sae_id, sae.cfg.hook_point, True)
-            panels.order.append(name)
-            state.clamps[name] = {sae.cfg.hook_point: [clamp(sae, entry.latent, entry.value, entry.value_mode,
-                                                              entry.positions)]}
+            table.put(ClampEntry(
+                name=name, latent=entry.latent, value=entry.value, mode=entry.value_mode, positions=entry.positions,
+                label=entry.label, sae_id=entry.sae_id, hook_point=sae.cfg.hook_point,
+                intervention=clamp(sae, entry.latent, entry.value, entry.value_mode, entry.positions),
+            ))
     state.changed()
     _report(state, ctx)
     ctx.emit(PresetImported(request.request_id, request.path, verdict.describe(), tuple(applied.messages),
