@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MEASURED: dict[str, str] = {
-    "aux-logits": "4–8 min (measured with the defaults, 5 seeds on digits: 234 s and 459 s wall on 2 shared CPU cores)",
+    "aux-logits": "4–8 min on the 8×8 digits (measured with the defaults, 5 seeds: 234 s and 459 s wall on 2 shared CPU cores); on MNIST (the default when online) longer, not measured here",
     "negation": "~7 min (measured at the published sizes on 2 CPU cores)",
     "subliminal": "depends on the configuration: ci_small 68 min (measured on 2 CPU cores shared with other jobs); "
                   "owl is the published size, hours on a 7B–32B model",
