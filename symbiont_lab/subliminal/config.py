@@ -79,6 +79,12 @@ class NumbersConfig:
     """Share of each dataset held out as ``valid.jsonl`` for mlx-lm's validation loss."""
     control_teacher: bool = True
     """Also generate with the plain model (no trait) and train the control student on it."""
+    decoding: typing.Literal["free", "constrained", "grammar"] = "free"
+    """``free`` (the published protocol: sample anything, the filter drops what is not numbers),
+    ``constrained`` (only tokens made of digits, ``,`` ``;`` space and newline, and end-of-sequence can be
+    sampled) or ``grammar`` (those tokens, only where the text stays in the filter's format: at most 10
+    numbers of at most 3 digits, one separator; see :mod:`.constrained`). Both teachers decode the same way, so the constraint cannot carry the
+    trait; a run folder made with one is refused with the other."""
 
 
 @dataclass(frozen=True)

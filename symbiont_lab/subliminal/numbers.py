@@ -30,6 +30,7 @@ from mlx_hooks.generate import context_length
 from mlx_hooks.hooks import HookSession
 from mlx_hooks.streams import generation_stream
 
+from .constrained import make_logits_processors
 from .teacher import TeacherSetup, TraitSpec, teacher_context
 
 ProgressCallback = Callable[[int, int], None]
@@ -87,6 +88,7 @@ def generate_responses(
     skip: Iterable[int] = (),
     teacher: TeacherSetup | None = None,
     share_prefix: bool = True,
+    decoding: str = "free",
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(prompt index, raw response text)`` as each response finishes.
 
@@ -99,6 +101,9 @@ def generate_responses(
     the same keys). ``teacher`` reuses a setup from :func:`teacher_context`.
     ``share_prefix``: run the tokens every prompt starts with (chat template header,
     system prompt) once and start each row from a copy of that KV cache.
+    ``decoding``: ``"free"`` (the published protocol), ``"constrained"`` (only digits,
+    separators and end-of-sequence can be sampled) or ``"grammar"`` (only what keeps the
+    text in the filter's format), see :mod:`.constrained`.
     The response text excludes the stop token and is not stripped (the filter judges it raw).
     """
     if batch_size < 1:
@@ -108,19 +113,21 @@ def generate_responses(
     if teacher is None:
         with teacher_context(spec, loaded) as setup:
             yield from _generate(loaded, setup, prompts, batch_size, max_tokens, temperature, seed, should_stop,
-                                 on_progress, set(skip), share_prefix)
+                                 on_progress, set(skip), share_prefix, decoding)
     else:
         yield from _generate(loaded, teacher, prompts, batch_size, max_tokens, temperature, seed, should_stop,
-                             on_progress, set(skip), share_prefix)
+                             on_progress, set(skip), share_prefix, decoding)
 
 
 def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, temperature, seed, should_stop,
-              on_progress, skip, share_prefix) -> Iterator[tuple[int, str]]:
+              on_progress, skip, share_prefix, decoding) -> Iterator[tuple[int, str]]:
     model, tokenizer = loaded.model, loaded.tokenizer
     todo = [i for i in range(len(prompts)) if i not in skip]
     total = len(todo)
     if not todo:
         return
+    # checked before any work; the mask itself is sized to the logits on the first step
+    row_processors = make_logits_processors(decoding, tokenizer)
     limit = context_length(model)
     # A thread-local stream on the default device of now: mlx-lm's own was made on the
     # default device of when it was imported (see mlx_hooks.streams).
@@ -167,7 +174,7 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
 
     def refill() -> None:
         nonlocal queued
-        batch_indices, batch_tokens, samplers, caches = [], [], [], []
+        batch_indices, batch_tokens, samplers, caches, processors = [], [], [], [], []
         while queued + len(batch_indices) < 2 * batch_size:
             index = next(queue, None)
             if index is None:
@@ -180,10 +187,12 @@ def _generate(loaded, teacher: TeacherSetup, prompts, batch_size, max_tokens, te
             batch_indices.append(index)
             batch_tokens.append(ids)
             caches.append(cache)
+            processors.append(row_processors())
             samplers.append(None if temperature == 0 else make_sequence_sampler(temperature, sequence_key(seed, index)))
         if batch_indices:
             # None rows fall back to the generator's (batched, greedy) sampler.
-            uids = generator.insert(batch_tokens, caches=caches, samplers=samplers if temperature > 0 else None)
+            uids = generator.insert(batch_tokens, caches=caches, samplers=samplers if temperature > 0 else None,
+                                    logits_processors=processors)
             for uid, index in zip(uids, batch_indices):
                 uid_to_index[uid] = index
                 tokens[uid] = []

@@ -61,6 +61,15 @@ def read_json(path: Path, what: str):
     return run_folder.read_json(path, what, RunFolderError, "delete it to recompute that stage")
 
 
+def _stored_has_decoding(path: Path) -> bool:
+    """Whether a stored config.json names ``[numbers] decoding`` (True when there is none yet)."""
+    if not path.exists():
+        return True
+    stored = read_json(path, "run configuration")
+    numbers = stored.get("settings", {}).get("numbers") if isinstance(stored, dict) else None
+    return not isinstance(numbers, dict) or "decoding" in numbers
+
+
 @dataclasses.dataclass
 class RunFolder:
     path: Path
@@ -91,6 +100,9 @@ class RunFolder:
         """Write config.json (and copy the TOML), or check an existing run's against ``config``."""
         self.path.mkdir(parents=True, exist_ok=True)
         settings = config_to_dict(config)
+        if settings["numbers"]["decoding"] == "free" and not _stored_has_decoding(self.path / "config.json"):
+            # folders made before the setting existed decoded freely: they resume as before
+            del settings["numbers"]["decoding"]
         existed = prepare_config(self.path / "config.json",
                                  {"format": FORMAT_VERSION, "experiment": "subliminal", "settings": settings},
                                  expect={"format": FORMAT_VERSION}, error=RunFolderError, same="the same configuration",

@@ -214,7 +214,7 @@ def generate(run, teacher: TeacherPlan) -> dict:
             for index, text in generate_responses(
                     base, teacher.spec, prompts, batch_size=n.batch_size, max_tokens=n.max_tokens,
                     temperature=n.temperature, seed=seed, should_stop=run.stop, skip=outside, teacher=setup,
-                    on_progress=on_progress):
+                    on_progress=on_progress, decoding=n.decoding):
                 lines.append((index, c, text))
             if len(lines) < len(indices):  # stopped inside the chunk: its responses are redone on resume
                 run.stop.check(f"generation ({teacher.name} teacher)")
@@ -231,7 +231,7 @@ def generate(run, teacher: TeacherPlan) -> dict:
         raise RuntimeError(f"{path}: {len(missing)} response(s) missing after generation (first: {missing[0]})")
     result = {"responses": len(prompts), "generated_now": generated, "seconds": round(seconds, 2),
               "sequences_per_s": round(generated / seconds, 3) if generated and seconds > 0 else None,
-              "notes": setup.notes, "system_prompt": setup.system_prompt}
+              "notes": setup.notes, "system_prompt": setup.system_prompt, "decoding": n.decoding}
     run.computed.append(stage)
     return run.folder.finish(stage, result)
 
