@@ -169,7 +169,7 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from mlx_hooks.backend import backend_info
-    from symbiont_app.engine.protocol import SendMessage
+    from symbiont_app.engine.handlers.chat.messages import SendMessage
     from symbiont_app.gui import build_window
 
     app = QApplication.instance() or timed_application_class()([sys.argv[0]])

@@ -71,14 +71,15 @@ class Pump:
         return self.until(lambda e: isinstance(e, (Finished, Failed)) and e.request_id == rid, timeout)
 
     def live_done(self, kind=None, timeout: float = 60.0):
-        from symbiont_app.engine.panels_protocol import InterventionsChanged
+        from symbiont_app.engine.handlers.steering.messages import InterventionsChanged
         from symbiont_app.engine.protocol import Failed
 
         return self.until(lambda e: isinstance(e, (kind or InterventionsChanged, Failed)), timeout)
 
     def send(self, text: str, max_tokens: int = 6) -> list:
         """A greedy reply's token events."""
-        from symbiont_app.engine.protocol import Finished, TokenStep
+        from symbiont_app.engine.handlers.chat.messages import TokenStep
+        from symbiont_app.engine.protocol import Finished
 
         start = len(self.seen)
         rid = self.session.conversation.send(text, GREEDY, max_tokens, None)
@@ -87,9 +88,9 @@ class Pump:
         return [e for e in self.seen[start:] if isinstance(e, TokenStep) and e.request_id == rid]
 
     def reset(self):
-        from symbiont_app.engine.protocol import ResetChat
+        from symbiont_app.engine.handlers.chat.messages import ResetChat
 
-        self.finish(self.session.submit(ResetChat(self.session.new_id())))
+        self.finish(self.session.submit(ResetChat(request_id=self.session.new_id())))
 
     def stop(self):
         self.worker.stop()

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from app_fakes import RecordingEngine
 
-from symbiont_app.engine.dashboard_protocol import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
-from symbiont_app.engine.panels_protocol import ContextRow, InterventionInfo, InterventionsChanged, LatentRecord
+from symbiont_app.engine.handlers.sae_dashboard.messages import (
+    GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel,
+)
+from symbiont_app.engine.handlers.sae.messages import ContextRow, LatentRecord
+from symbiont_app.engine.handlers.steering.messages import InterventionInfo, InterventionsChanged
 from symbiont_app.session.dashboard import AUTO_LABEL_SOURCE
 from symbiont_app.session.session import AppSession
 from symbiont_app.session.settings import Settings
@@ -22,7 +25,7 @@ pytestmark = pytest.mark.gui
 def test_dashboard_shows_a_latent_and_saves_the_users_label(qtbot, tmp_path):
     from test_app_panels_gui import _sae_loaded, _token
 
-    from symbiont_app.engine.protocol import ReplyStarted
+    from symbiont_app.engine.handlers.chat.messages import ReplyStarted
     from symbiont_app.widgets.dashboard import DashboardPanel
     from symbiont_app.widgets.meters import MetersPanel
 
@@ -39,10 +42,13 @@ def test_dashboard_shows_a_latent_and_saves_the_users_label(qtbot, tmp_path):
     assert engine.live[-1].latent == 7  # the record is asked for (live)
     density_request = engine.submitted[-1]
     assert isinstance(density_request, GetLatentDensity) and density_request.latent == 7
-    session.handle_event(LatentRecord(engine.live[-1].request_id, 7, "fox → jumps", True, 0.02, 5.0, 2.0,
-                                      (ContextRow(5.0, "the quick ", "fox", " jumps"), ContextRow(1.0, "a ", "fox", "!")),
-                                      (("jumps", 1.5), (" runs", 0.75)), (("sleeps", -1.25),),
-                                      auto_label="fox → jumps"))
+    session.handle_event(LatentRecord(
+        request_id=engine.live[-1].request_id, latent=7, label="fox → jumps", has_record=True, frequency=0.02,
+        max_activation=5.0, mean_activation=2.0,
+        contexts=(ContextRow(value=5.0, before="the quick ", focus="fox", after=" jumps"),
+                  ContextRow(value=1.0, before="a ", focus="fox", after="!")),
+        promoted=(("jumps", 1.5), (" runs", 0.75)), suppressed=(("sleeps", -1.25),), auto_label="fox → jumps",
+        user_label=""))
     assert "latent 7" in panel.title.text() and "fox → jumps" in panel.title.text()
     assert panel.source.text() == AUTO_LABEL_SOURCE and "tokens it fires on most" in panel.source.text()
     assert "2.000% of the records" in panel.stats.text()
@@ -55,7 +61,7 @@ def test_dashboard_shows_a_latent_and_saves_the_users_label(qtbot, tmp_path):
     np.testing.assert_allclose(panel.suppressed_bars.opts["width"], [-1.25])
     # density arrives
     edges = np.linspace(0, 5, 6)
-    session.handle_event(LatentDensity(density_request.request_id, latent=7, edges=edges,
+    session.handle_event(LatentDensity(request_id=density_request.request_id, latent=7, edges=edges,
                                        counts=np.array([3, 2, 0, 1, 1]), n_tokens=700, n_active=7, corpus="test text"))
     np.testing.assert_allclose(panel.density_bars.opts["height"], [3, 2, 0, 1, 1])
     np.testing.assert_allclose(panel.density_bars.opts["x"], [0.5, 1.5, 2.5, 3.5, 4.5])
@@ -64,17 +70,21 @@ def test_dashboard_shows_a_latent_and_saves_the_users_label(qtbot, tmp_path):
     panel.user_label.setText("  animal subject ")
     panel.save_button.click()
     request = engine.submitted[-1]
-    assert request == SetLatentLabel(request.request_id, latent=7, text="animal subject")
-    session.handle_event(LatentLabelChanged(request.request_id, latent=7, label="animal subject", source="user",
-                                            path="/x/toy/labels.json"))
+    assert request == SetLatentLabel(request_id=request.request_id, latent=7, text="animal subject")
+    session.handle_event(LatentLabelChanged(request_id=request.request_id, latent=7, label="animal subject",
+                                            source="user", path="/x/toy/labels.json"))
     assert session.sae.info.labels[7] == "animal subject" and "animal subject" in panel.title.text()
     assert panel.source.text() == "your label (saved in /x/toy/labels.json)"
     # clamped / ablated latents are marked in the meters and on the dashboard
-    session.handle_event(ReplyStarted(1, 10, "hi"))
+    session.handle_event(ReplyStarted(request_id=1, prompt_tokens=10, user_text="hi"))
     _token(session, 1, 0, [(7, 4.0), (5, 0.5), (3, 0.25)])
-    session.handle_event(InterventionsChanged(2, (
-        InterventionInfo("latent-7", "clamp", "resid_post.1", 0.0, True, "all", False, "absolute", 7, "", "toy-sae"),
-        InterventionInfo("latent-5", "clamp", "resid_post.1", 3.0, True, "all", False, "max_multiple", 5, "", "toy-sae"))))
+    session.handle_event(InterventionsChanged(request_id=2, message="", items=(
+        InterventionInfo(name="latent-7", kind="clamp", hook_point="resid_post.1", value=0.0, enabled=True,
+                         positions="all", relative=False, mode="absolute", latent=7, label="", sae_id="toy-sae",
+                         detail=""),
+        InterventionInfo(name="latent-5", kind="clamp", hook_point="resid_post.1", value=3.0, enabled=True,
+                         positions="all", relative=False, mode="max_multiple", latent=5, label="", sae_id="toy-sae",
+                         detail=""))))
     meters.flush()
     assert [meters.table.item(r, 3).text() for r in range(3)] == ["ablated", "clamped to 3 × max", ""]
     brushes = meters.bars.opts["brushes"]
@@ -211,8 +221,8 @@ def test_dashboard_end_to_end_tiny_model(qtbot, tiny_folder, tmp_path, monkeypat
 
 
 def test_detection_scoring_pieces():
-    from symbiont_app.engine.handlers.sae_dashboard import CorpusValues
-    from symbiont_app.engine.handlers.sae_explain import auroc, held_out_texts
+    from symbiont_app.engine.handlers.sae_dashboard.handler import CorpusValues
+    from symbiont_app.engine.handlers.sae_explain.handler import auroc, held_out_texts
 
     assert auroc(np.array([3.0, 2.0, -1.0, -2.0]), np.array([True, True, False, False])) == 1.0
     assert auroc(np.array([1.0, 1.0]), np.array([True, False])) == 0.5  # a tie counts half

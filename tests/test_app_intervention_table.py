@@ -11,11 +11,12 @@ from mlx_hooks.hooks import hooked
 from mlx_hooks.loader import load_model
 from mlx_hooks.sae.model import SAE, SAEConfig
 from mlx_hooks.steering import SteeringVector
-from symbiont_app.engine.handlers.steering import (
+from symbiont_app.engine.handlers.steering.handler import (
     add_clamp, add_vector, current_preset, remove, set_enabled, set_positions, set_value,
 )
-from symbiont_app.engine.panels_protocol import (
-    InterventionsChanged, RemoveIntervention, SetEnabled, SetPositions, SetValue, UnloadSae,
+from symbiont_app.engine.handlers.sae.messages import UnloadSae
+from symbiont_app.engine.handlers.steering.messages import (
+    InterventionsChanged, RemoveIntervention, SetEnabled, SetPositions, SetValue,
 )
 from symbiont_app.engine.registry import HandlerContext
 from symbiont_app.engine.state import EngineState
@@ -97,7 +98,8 @@ def test_switching_off_and_on_keeps_settings_and_place(state):
     changed = _call(set_enabled, state, SetEnabled(request_id=6, name=clamp, enabled=False))
     assert [i.enabled for i in changed.items] == [False, False, True]
     assert state.interventions() == {"resid_post.0": [state.table.find(other).intervention]}
-    assert [e.vector for e in current_preset(state, "p").interventions] == [other]  # presets leave switched-off ones out
+    # a preset leaves switched-off entries out
+    assert [e.vector for e in current_preset(state, "p").interventions] == [other]
     off = [(i.name, i.value, i.positions, i.mode, i.latent) for i in changed.items]
     assert off == [(i.name, i.value, i.positions, i.mode, i.latent) for i in before]
 
@@ -118,7 +120,7 @@ def test_a_slider_move_acts_on_the_live_intervention(state):
 
 
 def test_reclamping_keeps_its_row_and_a_new_sae_drops_the_old_clamps(state):
-    from symbiont_app.engine.handlers.sae import unload
+    from symbiont_app.engine.handlers.sae.handler import unload
 
     first = add_clamp(state, 1, 1.0)
     vector = add_vector(state, _vector_along_latent(state.sae), 1.0, relative=False)

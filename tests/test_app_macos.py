@@ -16,7 +16,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication
 
-from symbiont_app.engine.protocol import Finished, LoadModel, ModelInfo, ModelLoaded, Progress
+from symbiont_app.engine.handlers.model.messages import LoadModel, ModelInfo, ModelLoaded
+from symbiont_app.engine.protocol import Finished, Progress
 from test_app_widgets import VOCAB, FakeEngine
 
 pytestmark = pytest.mark.gui
@@ -177,11 +178,13 @@ class SlowLoadEngine(FakeEngine):
     def _run(self):
         while (request := self.requests.get()) is not None:
             if isinstance(request, LoadModel):
-                self.emit(Progress(request.request_id, 2, 4, "loading weights"))
+                self.emit(Progress(request_id=request.request_id, done=2, total=4, message="loading weights"))
                 self.release.wait(self.load_s)
-                self.emit(ModelLoaded(request.request_id, ModelInfo("slow", request.spec, "fp", 2, 8, VOCAB,
-                                                                     ("resid_post.0",), "float32", "fake")))
-            self.emit(Finished(request.request_id, "done"))
+                self.emit(ModelLoaded(request_id=request.request_id, info=ModelInfo(
+                    name="slow", spec=request.spec, fingerprint="fp", n_layers=2, d_model=8, vocab_size=VOCAB,
+                    hook_points=("resid_post.0",), runtime_dtype="float32", backend="fake", slow_blas_warning=None,
+                    memory_bytes=0, budget_bytes=0)))
+            self.emit(Finished(request_id=request.request_id, reason="done"))
 
     @property
     def running(self):

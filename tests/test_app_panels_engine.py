@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from app_fakes import GREEDY, Pump
 
-from symbiont_app.engine.panels_protocol import (
-    InterventionsChanged, LatentRecord, LensComputed, PatchingComputed, SaeLoaded, SaeTrained, WatchedChanged,
-)
-from symbiont_app.engine.protocol import Failed, Finished, LoadModel, ModelLoaded, Progress, TokenStep
+from symbiont_app.engine.handlers.lens.messages import LensComputed, PatchingComputed
+from symbiont_app.engine.handlers.sae.messages import LatentRecord, SaeLoaded, SaeTrained, WatchedChanged
+from symbiont_app.engine.handlers.steering.messages import InterventionsChanged
+from symbiont_app.engine.handlers.chat.messages import TokenStep
+from symbiont_app.engine.handlers.model.messages import LoadModel, ModelLoaded
+from symbiont_app.engine.protocol import Failed, Finished, Progress
 from symbiont_app.session.lens import LensModel
 from symbiont_app.session.meters import MetersModel
 from symbiont_app.session.sae import SaeModel
@@ -45,7 +47,7 @@ def tiny_sae_folder(tmp_path_factory, tiny_folder):
 @pytest.fixture()
 def pump(tmp_path, tiny_folder):
     p = Pump(tmp_path)
-    rid = p.session.submit(LoadModel(p.session.new_id(), str(tiny_folder)))
+    rid = p.session.submit(LoadModel(request_id=p.session.new_id(), spec=str(tiny_folder)))
     assert isinstance(p.until(lambda e: isinstance(e, (ModelLoaded, Failed)) and e.request_id == rid), ModelLoaded)
     p.finish(rid)
     yield p

@@ -12,12 +12,17 @@ from PySide6.QtCore import Qt
 
 from mlx_hooks.generate import GenerationStep
 from mlx_hooks.sae.meters import LatentValue, MeterReading
-from symbiont_app.engine.panels_protocol import (
-    BuildVector, ClampLatent, ContextRow, ContrastFound, GetLatentRecord, InterventionInfo, InterventionsChanged, LatentRecord,
-    LensComputed, PatchingComputed, RemoveIntervention, SaeLoaded, SaeTrained, SetEnabled, SetPositions, SetValue,
-    TrainSae, WatchedChanged, WatchLatents,
+from symbiont_app.engine.handlers.lens.messages import LensComputed, PatchingComputed
+from symbiont_app.engine.handlers.sae.messages import (
+    ContextRow, ContrastFound, GetLatentRecord, LatentRecord, SaeLoaded, SaeTrained, TrainSae, WatchedChanged,
+    WatchLatents,
 )
-from symbiont_app.engine.protocol import Finished, Progress, ReplyStarted, TokenStep
+from symbiont_app.engine.handlers.steering.messages import (
+    BuildVector, ClampLatent, InterventionInfo, InterventionsChanged, RemoveIntervention, SetEnabled, SetPositions,
+    SetValue,
+)
+from symbiont_app.engine.handlers.chat.messages import ReplyStarted, TokenStep
+from symbiont_app.engine.protocol import Finished, Progress
 from symbiont_app.session.session import AppSession
 from symbiont_app.session.settings import Settings
 
@@ -34,15 +39,17 @@ def fake(tmp_path):
 
 def _sae_loaded(session, rid=900):
     freq = np.linspace(0.5, 0.01, len(LABELS)).astype(np.float32)
-    session.handle_event(SaeLoaded(rid, "toy-sae", "/x/toy", "resid_post.1", 64, len(LABELS), "topk", 4, LABELS, freq,
-                                   np.ones(len(LABELS), np.float32)))
+    session.handle_event(SaeLoaded(
+        request_id=rid, sae_id="toy-sae", path="/x/toy", hook_point="resid_post.1", d_in=64, d_sae=len(LABELS),
+        architecture="topk", k=4, labels=LABELS, frequencies=freq, max_activations=np.ones(len(LABELS), np.float32),
+        messages=()))
 
 
 def _token(session, rid, index, top, watched=None):
     reading = MeterReading(tuple(LatentValue(i, v, LABELS[i]) for i, v in top), dict(watched or {}), len(top))
     step = GenerationStep(index, 10 + index, 65 + index, chr(65 + index), 0.5, 0.5, 1.0, 1.0, (), {},
                           {"sae": reading})
-    session.handle_event(TokenStep(rid, step))
+    session.handle_event(TokenStep(request_id=rid, step=step, logprobs=None))
 
 
 def test_meters_panel_bars_record_and_actions(qtbot, fake):
@@ -53,7 +60,7 @@ def test_meters_panel_bars_record_and_actions(qtbot, fake):
     qtbot.addWidget(panel)
     assert panel.table.rowCount() == 0 and "load an SAE" in panel.header.text()
     _sae_loaded(session)
-    session.handle_event(ReplyStarted(1, 10, "hi"))
+    session.handle_event(ReplyStarted(request_id=1, prompt_tokens=10, user_text="hi"))
     _token(session, 1, 0, [(3, 2.0), (7, 1.0)])
     _token(session, 1, 1, [(7, 4.0), (5, 0.5), (3, 0.25)])
     assert panel.reading_redraw.pending  # per-token readings are coalesced into one redraw
@@ -69,14 +76,17 @@ def test_meters_panel_bars_record_and_actions(qtbot, fake):
     # Click a latent -> its record is asked for, then shown
     qtbot.mouseClick(panel.table.viewport(), Qt.LeftButton, pos=panel.table.visualItemRect(panel.table.item(1, 0)).center())
     assert isinstance(engine.live[-1], GetLatentRecord) and engine.live[-1].latent == 7  # live: answered mid-reply
-    session.handle_event(LatentRecord(engine.live[-1].request_id, 7, "label 7", True, 0.1, 5.0, 2.0,
-                                      (ContextRow(4.5, "the quick ", "fox", " jumps"),), (("fox", 1.5),), ()))
+    session.handle_event(LatentRecord(
+        request_id=engine.live[-1].request_id, latent=7, label="label 7", has_record=True, frequency=0.1,
+        max_activation=5.0, mean_activation=2.0,
+        contexts=(ContextRow(value=4.5, before="the quick ", focus="fox", after=" jumps"),), promoted=(("fox", 1.5),),
+        suppressed=(), auto_label="label 7", user_label=""))
     assert "fox" in panel.record.toPlainText() and "latent 7" in panel.record.toPlainText()
     # Watch, clamp and ablate are live requests for the selected latent
     assert panel.actions.latent.value() == 7
     panel.actions.watch_button.click()
-    assert engine.live[-1] == WatchLatents(engine.live[-1].request_id, (7,), True)
-    session.handle_event(WatchedChanged(engine.live[-1].request_id, (7,)))
+    assert engine.live[-1] == WatchLatents(request_id=engine.live[-1].request_id, latents=(7,), watch=True)
+    session.handle_event(WatchedChanged(request_id=engine.live[-1].request_id, watched=(7,)))
     assert panel.actions.watch_button.text() == "Unwatch" and 7 in panel.curves
     _token(session, 1, 2, [(1, 1.0)], watched={7: 0.75})
     panel.flush()
@@ -85,15 +95,20 @@ def test_meters_panel_bars_record_and_actions(qtbot, fake):
     panel.actions.value.setValue(3.0)
     panel.actions.mode.setCurrentText("max_multiple")
     panel.actions.clamp_button.click()
-    assert engine.live[-1] == ClampLatent(engine.live[-1].request_id, 7, 3.0, "max_multiple", "all")
+    assert engine.live[-1] == ClampLatent(request_id=engine.live[-1].request_id, latent=7, value=3.0,
+                                          mode="max_multiple", positions="all")
     panel.actions.ablate_button.click()
-    assert engine.live[-1] == ClampLatent(engine.live[-1].request_id, 7, 0.0, "absolute", "all")
+    assert engine.live[-1] == ClampLatent(request_id=engine.live[-1].request_id, latent=7, value=0.0, mode="absolute",
+                                          positions="all")
 
 
 def _items():
-    return (InterventionInfo("happy", "vector", "resid_post.15", 0.2, True, "all", True, detail="mean_diff"),
-            InterventionInfo("latent-7", "clamp", "resid_post.15", 3.0, True, "generated", False, "max_multiple", 7,
-                             "label 7", "toy-sae"))
+    return (InterventionInfo(name="happy", kind="vector", hook_point="resid_post.15", value=0.2, enabled=True,
+                             positions="all", relative=True, mode="absolute", latent=None, label="", sae_id="",
+                             detail="mean_diff"),
+            InterventionInfo(name="latent-7", kind="clamp", hook_point="resid_post.15", value=3.0, enabled=True,
+                             positions="generated", relative=False, mode="max_multiple", latent=7, label="label 7",
+                             sae_id="toy-sae", detail=""))
 
 
 def test_steering_panel_rows_are_live_controls(qtbot, fake):
@@ -103,7 +118,7 @@ def test_steering_panel_rows_are_live_controls(qtbot, fake):
     panel = SteeringPanel(session)
     qtbot.addWidget(panel)
     assert panel.empty.isVisibleTo(panel)
-    session.handle_event(InterventionsChanged(1, _items()))
+    session.handle_event(InterventionsChanged(request_id=1, items=_items(), message=""))
     assert list(panel.rows) == ["happy", "latent-7"] and not panel.empty.isVisibleTo(panel)
     assert engine.live == []  # showing the engine's state sends nothing back
     row = panel.rows["happy"]
@@ -111,18 +126,18 @@ def test_steering_panel_rows_are_live_controls(qtbot, fake):
     row.slider.setValue(row.slider.value() + 100)  # +0.1 of the ±1 range
     assert isinstance(engine.live[-1], SetValue) and engine.live[-1].value == pytest.approx(0.3, abs=1e-3)
     row.enabled.setChecked(False)
-    assert engine.live[-1] == SetEnabled(engine.live[-1].request_id, "happy", False)
+    assert engine.live[-1] == SetEnabled(request_id=engine.live[-1].request_id, name="happy", enabled=False)
     clamp_row = panel.rows["latent-7"]
     assert clamp_row.positions.currentText() == "generated" and "× max activation" in clamp_row.detail.text()
     clamp_row.positions.setEditText("3,4")
     clamp_row.positions.lineEdit().editingFinished.emit()
-    assert engine.live[-1] == SetPositions(engine.live[-1].request_id, "latent-7", (3, 4))
+    assert engine.live[-1] == SetPositions(request_id=engine.live[-1].request_id, name="latent-7", positions=(3, 4))
     clamp_row.positions.setEditText("everywhere")
     clamp_row.positions.lineEdit().editingFinished.emit()
     assert "positions 'everywhere'" in session.last_error.message
     clamp_row.remove_button.click()
-    assert engine.live[-1] == RemoveIntervention(engine.live[-1].request_id, "latent-7")
-    session.handle_event(InterventionsChanged(2, _items()[:1], "removed latent-7"))
+    assert engine.live[-1] == RemoveIntervention(request_id=engine.live[-1].request_id, name="latent-7")
+    session.handle_event(InterventionsChanged(request_id=2, items=_items()[:1], message="removed latent-7"))
     assert list(panel.rows) == ["happy"] and panel.status.text() == "removed latent-7"
     # Building: no prompts -> an error in the window, nothing sent; a contrast set -> a request
     panel.build()
@@ -133,7 +148,7 @@ def test_steering_panel_rows_are_live_controls(qtbot, fake):
     request = engine.submitted[-1]
     assert isinstance(request, BuildVector) and request.contrast_set == "happy_sad" and request.layer == 3
     assert not panel.build_button.isEnabled()
-    session.handle_event(Finished(request.request_id, "done"))
+    session.handle_event(Finished(request_id=request.request_id, reason="done"))
     assert panel.build_button.isEnabled()
 
 
@@ -155,7 +170,7 @@ def test_sae_panel_search_and_cancelled_training(qtbot, fake, tmp_path):
     panel.contrast_button.click()
     request = engine.submitted[-1]
     assert request.texts_a == ("happy", "glad") and request.texts_b == ("sad",)
-    session.handle_event(ContrastFound(request.request_id, ((4, 0.5, 0.1, 0.4, "label 4"),)))
+    session.handle_event(ContrastFound(request_id=request.request_id, latents=((4, 0.5, 0.1, 0.4, "label 4"),)))
     assert panel.table.rowCount() == 1 and panel.table.item(0, 2).text() == "+0.4000"
     # Training: progress and metrics stream in; a cancel drops whatever result was still in flight
     panel.out.setText(str(tmp_path / "new-sae"))
@@ -164,21 +179,24 @@ def test_sae_panel_search_and_cancelled_training(qtbot, fake, tmp_path):
     assert isinstance(request, TrainSae) and request.out == str(tmp_path / "new-sae")
     rid = request.request_id
     assert not panel.train_button.isEnabled() and panel.cancel_button.isEnabled()
-    session.handle_event(Progress(rid, 3, 10, "activations", {"stage": "activations"}))
+    session.handle_event(Progress(request_id=rid, done=3, total=10, message="activations",
+                                  metrics={"stage": "activations"}))
     assert panel.progress.value() == 300
     for step in (50, 100):
-        session.handle_event(Progress(rid, step, 200, "training", {
+        session.handle_event(Progress(request_id=rid, done=step, total=200, message="training", metrics={
             "stage": "training", "step": step, "mse": 1 / step, "variance_explained": step / 200, "l0": 30.0,
             "dead_fraction": 0.1}))
     assert panel.progress.value() == 500 and "variance explained 0.500" in panel.progress_label.text()
     np.testing.assert_allclose(panel.ve_curve.getData()[1], [0.25, 0.5])
     panel.cancel_button.click()
     assert engine.cancelled == [rid]
-    session.handle_event(Progress(rid, 150, 200, "training", {"stage": "training", "step": 150, "mse": 0.1,
+    session.handle_event(Progress(request_id=rid, done=150, total=200, message="training",
+                                  metrics={"stage": "training", "step": 150, "mse": 0.1,
                                                                "variance_explained": 0.9, "l0": 30.0,
                                                                "dead_fraction": 0.0}))
-    session.handle_event(SaeTrained(rid, str(tmp_path / "new-sae"), True, "run", {"variance_explained": 0.9}))
-    session.handle_event(Finished(rid, "done"))  # it had finished before the cancel arrived
+    session.handle_event(SaeTrained(request_id=rid, out=str(tmp_path / "new-sae"), finished=True, run_dir="run",
+                                    evaluation={"variance_explained": 0.9}))
+    session.handle_event(Finished(request_id=rid, reason="done"))  # it had finished before the cancel arrived
     assert panel.model.train_result is None and len(panel.model.train_metrics["step"]) == 2
     assert "resume" in panel.status.text() and panel.train_button.isEnabled()
 
@@ -193,8 +211,9 @@ def test_lens_panel_heatmap_column_and_patching(qtbot, fake):
     texts = tuple(tuple(tuple(f"L{p}T{t}k{j}" for j in range(2)) for t in range(4)) for p in range(3))
     rid = panel.model.run_lens()
     assert engine.submitted[-1].request_id == rid
-    session.handle_event(LensComputed(rid, ("resid_post.0", "resid_post.1", "resid_post.2"), np.arange(6, 10),
-                                      ("a", "b", "c", "d"), texts, probs, None, "re-run of 10 tokens"))
+    session.handle_event(LensComputed(
+        request_id=rid, points=("resid_post.0", "resid_post.1", "resid_post.2"), positions=np.arange(6, 10),
+        tokens=("a", "b", "c", "d"), top_texts=texts, top_probs=probs, target_probs=None, source="re-run of 10 tokens"))
     np.testing.assert_allclose(panel.lens_map.image.image, probs[:, :, 0].T)
     assert [c[2] for c in panel.lens_map.texts.cells[:2]] == ["L0T0k0", "L0T1k0"]
     assert len(panel.lens_map.texts.cells) == 12
@@ -208,8 +227,9 @@ def test_lens_panel_heatmap_column_and_patching(qtbot, fake):
     patch = engine.submitted[-1]
     assert patch.clean == "The capital of France is" and patch.clean_answer == " Paris"
     scores = np.array([[0.0, 1.0], [0.5, 0.25]], dtype=np.float32)
-    session.handle_event(PatchingComputed(patch.request_id, (0, 1), scores, ("x", "z"), ("x", "y"), 2.0, -1.0,
-                                          (" Paris", " Rome"), "resid_pre"))
+    session.handle_event(PatchingComputed(
+        request_id=patch.request_id, layers=(0, 1), scores=scores, tokens=("x", "z"), clean_tokens=("x", "y"),
+        clean_logit_diff=2.0, corrupted_logit_diff=-1.0, answers=(" Paris", " Rome"), kind="resid_pre", notes=()))
     np.testing.assert_allclose(panel.patch_map.image.image, scores.T)
     assert "clean logit diff +2.000" in panel.status.text()
 

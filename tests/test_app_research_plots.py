@@ -104,7 +104,7 @@ def test_lens_heatmap_colour_bar_labels_and_large_view(qtbot, tmp_path):
     fits the docked size (every layer labelled in the large view), the large view follows new data."""
     from test_app_panels_gui import RecordingEngine
 
-    from symbiont_app.engine.panels_protocol import LensComputed
+    from symbiont_app.engine.handlers.lens.messages import LensComputed
     from symbiont_app.session.session import AppSession
     from symbiont_app.session.settings import Settings
     from symbiont_app.widgets.lens import LensPanel
@@ -118,8 +118,10 @@ def test_lens_heatmap_colour_bar_labels_and_large_view(qtbot, tmp_path):
 
     def lens(scale):
         rid = panel.model.run_lens()
-        session.handle_event(LensComputed(rid, tuple(f"resid_post.{i}" for i in range(P)), np.arange(T) + 100,
-                                          tuple(f" t{t}" for t in range(T)), texts, probs * scale, probs[:, :, 0], "test"))
+        session.handle_event(LensComputed(
+            request_id=rid, points=tuple(f"resid_post.{i}" for i in range(P)), positions=np.arange(T) + 100,
+            tokens=tuple(f" t{t}" for t in range(T)), top_texts=texts, top_probs=probs * scale,
+            target_probs=probs[:, :, 0], source="test"))
 
     lens(1.0)
     panel.resize(1590, 300)  # the docked size in a 1600 × 1000 window

@@ -14,10 +14,9 @@ import pytest
 
 from mlx_hooks.generate import GenerationStep, TokenAlternative
 from mlx_hooks.sampling import SamplingSettings
-from symbiont_app.engine.protocol import (
-    ChatReset, Event, Failed, Finished, LoadModel, ModelInfo, ModelLoaded, Progress, ReplyStarted, Request,
-    SendMessage, TokenStep,
-)
+from symbiont_app.engine.handlers.chat.messages import ChatReset, ReplyStarted, SendMessage, TokenStep
+from symbiont_app.engine.handlers.model.messages import LoadModel, ModelInfo, ModelLoaded
+from symbiont_app.engine.protocol import Event, Failed, Finished, Progress, Request
 from symbiont_app.engine.registry import handles
 from symbiont_app.engine.worker import EngineWorker
 from symbiont_app.session.observable import Observable
@@ -26,24 +25,24 @@ from symbiont_app.session.settings import CONFIG_DIR_ENV, Settings, config_dir
 
 
 # -- test-only requests on the real worker --------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Count(Request):
-    n: int = 5
+    n: int
     delay: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Tick(Event):
     i: int
     knob: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SetKnob(Request):
-    value: float = 0.0
+    value: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Explode(Request):
     pass
 
@@ -53,7 +52,7 @@ def _count(state, request, ctx):
     for i in range(request.n):
         if ctx.is_cancelled():
             return
-        ctx.emit(Tick(request.request_id, i, state.extras.get("knob", 0.0)))
+        ctx.emit(Tick(request_id=request.request_id, i=i, knob=state.extras.get("knob", 0.0)))
         time.sleep(request.delay)
 
 
@@ -88,11 +87,11 @@ def worker():
 
 
 def test_worker_orders_results_then_one_terminal_event(worker):
-    rid = worker.submit(Count(worker.new_id(), n=4))
+    rid = worker.submit(Count(request_id=worker.new_id(), n=4))
     seen = _until(worker.events, rid)
     assert [type(e).__name__ for e in seen] == ["Tick"] * 4 + ["Finished"]
     assert [e.i for e in seen[:-1]] == [0, 1, 2, 3] and seen[-1].reason == "done"
-    bad = worker.submit(Explode(worker.new_id()))
+    bad = worker.submit(Explode(request_id=worker.new_id()))
     seen = _until(worker.events, bad)
     assert isinstance(seen[0], Progress) and isinstance(seen[-1], Failed) and len(seen) == 2
     assert seen[-1].message == "boom" and "ValueError" in seen[-1].details
@@ -103,33 +102,34 @@ def test_cancelled_request_never_emits_its_results(worker):
     cancelled_at = threading.Event()
     after_cancel: list = []
     worker._on_event = lambda e: (after_cancel if cancelled_at.is_set() else received).append(e) or worker.events.put(e)
-    rid = worker.submit(Count(worker.new_id(), n=200, delay=0.01))
+    rid = worker.submit(Count(request_id=worker.new_id(), n=200, delay=0.01))
     first = worker.events.get(timeout=30)
     assert isinstance(first, Tick)
     worker.cancel(rid)
     cancelled_at.set()
     _until(worker.events, rid)
-    assert after_cancel == [Finished(rid, "cancelled")]  # nothing but the terminal event after cancel()
+    assert after_cancel == [Finished(request_id=rid,
+                                     reason="cancelled")]  # nothing but the terminal event after cancel()
     # A request cancelled before it starts emits only Finished(cancelled)
-    blocker = worker.submit(Count(worker.new_id(), n=20, delay=0.01))
-    queued = Count(worker.new_id(), n=3)
+    blocker = worker.submit(Count(request_id=worker.new_id(), n=20, delay=0.01))
+    queued = Count(request_id=worker.new_id(), n=3)
     worker.submit(queued)
     worker.cancel(queued.request_id)
     _until(worker.events, blocker)
-    assert _until(worker.events, queued.request_id) == [Finished(queued.request_id, "cancelled")]
+    assert _until(worker.events, queued.request_id) == [Finished(request_id=queued.request_id, reason="cancelled")]
 
 
 def test_live_request_acts_between_steps(worker):
-    rid = worker.submit(Count(worker.new_id(), n=60, delay=0.01))
+    rid = worker.submit(Count(request_id=worker.new_id(), n=60, delay=0.01))
     first = worker.events.get(timeout=30)
     assert first.knob == 0.0
-    worker.post_live(SetKnob(worker.new_id(), 2.5))
+    worker.post_live(SetKnob(request_id=worker.new_id(), value=2.5))
     seen = _until(worker.events, rid)
     knobs = [first.knob] + [e.knob for e in seen if isinstance(e, Tick)]
     assert len(knobs) == 60 and knobs[-1] == 2.5 and knobs[0] == 0.0  # changed mid-run, without waiting for the request to end
     assert knobs == sorted(knobs)
-    worker.post_live(SetKnob(worker.new_id(), 7.0))  # applied while idle
-    rid = worker.submit(Count(worker.new_id(), n=1))
+    worker.post_live(SetKnob(request_id=worker.new_id(), value=7.0))  # applied while idle
+    rid = worker.submit(Count(request_id=worker.new_id(), n=1))
     assert _until(worker.events, rid)[0].knob == 7.0
 
 
@@ -137,8 +137,8 @@ def test_stop_cancels_what_runs_and_what_is_queued():
     events: queue.Queue = queue.Queue()
     w = EngineWorker(events.put)
     w.start()
-    running = w.submit(Count(w.new_id(), n=1000, delay=0.01))
-    queued = [w.submit(Count(w.new_id(), n=1000, delay=0.01)) for _ in range(3)]
+    running = w.submit(Count(request_id=w.new_id(), n=1000, delay=0.01))
+    queued = [w.submit(Count(request_id=w.new_id(), n=1000, delay=0.01)) for _ in range(3)]
     assert isinstance(events.get(timeout=30), Tick)
     began = time.perf_counter()
     w.stop(timeout=10)
@@ -146,8 +146,32 @@ def test_stop_cancels_what_runs_and_what_is_queued():
     seen = []
     while not events.empty():
         seen.append(events.get())
-    assert Finished(running, "cancelled") in seen
+    assert Finished(request_id=running, reason="cancelled") in seen
     assert not [e for e in seen if isinstance(e, Tick) and e.request_id in queued]
+
+
+def test_every_message_is_frozen_keyword_only_and_says_what_it_requires():
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    import symbiont_app.engine.handlers as handlers
+    from symbiont_app.engine import protocol
+
+    features = [f.name for f in pkgutil.iter_modules(handlers.__path__) if f.ispkg]
+    modules = [protocol] + [importlib.import_module(f"{handlers.__name__}.{name}.messages") for name in features]
+    checked = []
+    for module in modules:
+        for obj in vars(module).values():
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__:
+                assert obj.__dataclass_params__.frozen, obj
+                assert all(f.kw_only for f in dataclasses.fields(obj)), obj
+                checked.append(obj.__name__)
+    assert {"SendMessage", "LoadModel", "BuildVector", "InterventionInfo", "LatentDensity"} <= set(checked)
+    with pytest.raises(TypeError, match="text"):
+        SendMessage(request_id=1, max_tokens=8, sampling=SamplingSettings())  # no text: refused, not ""
+    with pytest.raises(TypeError):
+        LoadModel(1, "default")  # positional: refused
 
 
 def test_engine_and_session_never_import_qt():
@@ -203,30 +227,34 @@ def session(tmp_path):
 
 
 def _info(spec="tiny"):
-    return ModelInfo("tiny", spec, "llama-fp", 3, 64, 259, ("resid_post.0",), "float32", "cpu")
+    return ModelInfo(name="tiny", spec=spec, fingerprint="llama-fp", n_layers=3, d_model=64, vocab_size=259,
+                     hook_points=("resid_post.0",), runtime_dtype="float32", backend="cpu", slow_blas_warning=None,
+                     memory_bytes=0, budget_bytes=0)
 
 
 def test_session_streams_a_reply_and_drops_cancelled_answers(session):
     calls: list[str] = []
     session.conversation.subscribe(calls.append)
-    session.handle_event(ModelLoaded(1, _info()))
+    session.handle_event(ModelLoaded(request_id=1, info=_info()))
     assert session.model_info.fingerprint == "llama-fp"
     rid = session.conversation.send("hi", SamplingSettings(temp=1.0), 10, None)
     assert isinstance(session.worker.submitted[-1], SendMessage) and session.busy(SendMessage)
     assert session.conversation.send("again", SamplingSettings(), 10, None) is None  # one reply at a time
-    session.handle_event(ReplyStarted(rid, 7, "hi"))
+    session.handle_event(ReplyStarted(request_id=rid, prompt_tokens=7, user_text="hi"))
     for i in range(3):
         step, lp = _step(i, 7 + i, 5 + i, 0.5)
-        session.handle_event(TokenStep(rid, step, lp))
+        session.handle_event(TokenStep(request_id=rid, step=step, logprobs=lp))
     conv = session.conversation
     assert [t.position for t in conv.tokens] == [7, 8, 9] and conv.turns[-1].text == "t5t6t7"
     assert calls.count("token") == 3
     conv.stop()
     assert session.worker.cancelled == [rid]
     step, lp = _step(3, 10, 9, 0.5)
-    session.handle_event(TokenStep(rid, step, lp))  # in flight when the cancel was sent: dropped
+    session.handle_event(TokenStep(request_id=rid, step=step,
+                                   logprobs=lp))  # in flight when the cancel was sent: dropped
     assert len(conv.tokens) == 3
-    session.handle_event(Finished(rid, "length"))  # ran to the end before the cancel: still "cancelled"
+    session.handle_event(Finished(request_id=rid,
+                                  reason="length"))  # ran to the end before the cancel: still "cancelled"
     assert conv.turns[-1].finish_reason == "cancelled" and not session.busy()
 
 
@@ -234,29 +262,29 @@ def test_superseded_request_is_cancelled_and_ignored(session):
     first = session.models.load("a")
     second = session.models.load("b")
     assert session.worker.cancelled == [first]
-    session.handle_event(Progress(first, 1, 4, "old"))
+    session.handle_event(Progress(request_id=first, done=1, total=4, message="old"))
     assert session.models.progress is None
-    session.handle_event(Progress(second, 2, 4, "loading weights"))
+    session.handle_event(Progress(request_id=second, done=2, total=4, message="loading weights"))
     assert session.models.progress.message == "loading weights"
-    session.handle_event(ModelLoaded(second, _info("b")))
-    session.handle_event(Finished(second, "done"))
+    session.handle_event(ModelLoaded(request_id=second, info=_info("b")))
+    session.handle_event(Finished(request_id=second, reason="done"))
     assert session.models.loading_request is None and session.settings.data.recent_models == ["b"]
 
 
 def test_errors_reach_the_session(session):
     seen = []
     session.subscribe(seen.append)
-    rid = session.submit(LoadModel(session.new_id(), "nope"))
-    session.handle_event(Failed(rid, "nope: no such file", "trace"))
+    rid = session.submit(LoadModel(request_id=session.new_id(), spec="nope"))
+    session.handle_event(Failed(request_id=rid, message="nope: no such file", details="trace"))
     assert session.last_error.message == "nope: no such file" and "error" in seen and not session.active
 
 
 def test_temperature_view_redraws_without_the_model(session):
     conv, view = session.conversation, session.temperature
     rid = conv.send("hi", SamplingSettings(temp=1.0), 10, None)
-    session.handle_event(ReplyStarted(rid, 3, "hi"))
+    session.handle_event(ReplyStarted(request_id=rid, prompt_tokens=3, user_text="hi"))
     step, lp = _step(0, 3, 1, 0.4)
-    session.handle_event(TokenStep(rid, step, lp))
+    session.handle_event(TokenStep(request_id=rid, step=step, logprobs=lp))
     view.set_params(temp=1.0, top_p=0.0, min_p=0.0)
     at_one = view.distribution
     np.testing.assert_allclose(at_one.probs, at_one.raw_probs, rtol=1e-5)
@@ -277,10 +305,10 @@ def test_conversation_keeps_a_bounded_number_of_full_distributions(session):
     conv = session.conversation
     conv.keep_full = 4
     rid = conv.send("hi", SamplingSettings(temp=1.0), 10, None)
-    session.handle_event(ReplyStarted(rid, 0, "hi"))
+    session.handle_event(ReplyStarted(request_id=rid, prompt_tokens=0, user_text="hi"))
     for i in range(10):
         step, lp = _step(i, i, 1, 0.3)
-        session.handle_event(TokenStep(rid, step, lp))
+        session.handle_event(TokenStep(request_id=rid, step=step, logprobs=lp))
     assert conv.logprobs_at(9) is not None and conv.logprobs_at(5) is None and len(conv._logprobs) == 4
     conv.selected_position = 2
     assert session.temperature.distribution is None and "no longer kept" in session.temperature.missing
@@ -288,7 +316,7 @@ def test_conversation_keeps_a_bounded_number_of_full_distributions(session):
     assert session.temperature.distribution.position == 8
     positions, entropy, prob = session.temperature.series()
     assert len(positions) == 10 and entropy[0] == 1.5 and prob[0] == pytest.approx(0.3)
-    session.handle_event(ChatReset(99))
+    session.handle_event(ChatReset(request_id=99))
     assert conv.tokens == [] and conv.selected_position is None
 
 

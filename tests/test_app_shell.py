@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from symbiont_app.engine.protocol import Failed, Finished, LoadModel, ModelLoaded, SendMessage, TokenStep
+from symbiont_app.engine.handlers.chat.messages import SendMessage, TokenStep
+from symbiont_app.engine.handlers.model.messages import LoadModel, ModelLoaded
+from symbiont_app.engine.protocol import Failed, Finished
 from symbiont_app.engine.worker import EngineWorker
 from mlx_hooks.sampling import SamplingSettings
 
@@ -27,12 +29,13 @@ def test_engine_thread_loads_streams_and_cancels(tiny_folder):
     worker = EngineWorker(events.put)
     worker.start()
     try:
-        load = worker.submit(LoadModel(worker.next_id(), spec=str(tiny_folder)))
+        load = worker.submit(LoadModel(request_id=worker.next_id(), spec=str(tiny_folder)))
         seen = _collect(events, lambda e: isinstance(e, (Finished, Failed)) and e.request_id == load)
         assert isinstance(seen[-1], Finished) and seen[-1].reason == "done"
         loaded = seen[-2]
         assert isinstance(loaded, ModelLoaded) and loaded.info.fingerprint.startswith("llama-3L-64d-")
-        send = worker.submit(SendMessage(worker.next_id(), text="hi", max_tokens=8, sampling=SamplingSettings(temp=0)))
+        send = worker.submit(SendMessage(request_id=worker.next_id(), text="hi", max_tokens=8,
+                                         sampling=SamplingSettings(temp=0)))
         seen = _collect(events, lambda e: isinstance(e, Finished) and e.request_id == send)
         steps = [e.step for e in seen if isinstance(e, TokenStep)]
         assert 1 <= len(steps) <= 8
@@ -40,7 +43,8 @@ def test_engine_thread_loads_streams_and_cancels(tiny_folder):
         assert all(type(e.logprobs).__module__ == "numpy" for e in seen if isinstance(e, TokenStep))
         assert isinstance(steps[0].prob, float)
         # Cancel: a long request stops early
-        long = SendMessage(worker.next_id(), text="again", max_tokens=400, sampling=SamplingSettings(temp=1.0, seed=1))
+        long = SendMessage(request_id=worker.next_id(), text="again", max_tokens=400,
+                           sampling=SamplingSettings(temp=1.0, seed=1))
         worker.submit(long)
         first = _collect(events, lambda e: isinstance(e, TokenStep) and e.request_id == long.request_id)
         assert first
@@ -59,7 +63,7 @@ def test_engine_thread_reports_errors(tmp_path):
     try:
         bad = tmp_path / "bad.gguf"
         bad.write_bytes(b"not a gguf at all")
-        request = worker.submit(LoadModel(worker.next_id(), spec=str(bad)))
+        request = worker.submit(LoadModel(request_id=worker.next_id(), spec=str(bad)))
         failed = _collect(events, lambda e: isinstance(e, (Finished, Failed)) and e.request_id == request)[-1]
         assert isinstance(failed, Failed) and str(bad) in failed.message
     finally:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from mlx_hooks.generate import GenerationStep, TokenAlternative
-from symbiont_app.engine.protocol import (
-    DownloadModel, EstimateModel, Failed, Finished, LoadModel, ModelDownloaded, ModelEstimate, ModelInfo, ModelLoaded,
-    Progress, ReplyStarted, SendMessage, TokenStep,
-)
+from symbiont_app.engine.handlers.chat.messages import ReplyStarted, SendMessage, TokenStep
+from symbiont_app.engine.handlers.download.messages import DownloadModel, ModelDownloaded
+from symbiont_app.engine.handlers.model.messages import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded
+from symbiont_app.engine.protocol import Failed, Finished, Progress
 
 pytestmark = pytest.mark.gui
 
@@ -70,29 +70,33 @@ class FakeEngine:
         while (request := self.requests.get()) is not None:
             rid = request.request_id
             if isinstance(request, LoadModel):
-                self.emit(Progress(rid, 1, 2, "loading weights"))
-                self.emit(ModelLoaded(rid, ModelInfo("fake", request.spec, "fake-fp", 2, 8, VOCAB, ("resid_post.0",),
-                                                      "float32", "fake backend")))
-                self.emit(Finished(rid, "done"))
+                self.emit(Progress(request_id=rid, done=1, total=2, message="loading weights"))
+                self.emit(ModelLoaded(request_id=rid, info=ModelInfo(
+                    name="fake", spec=request.spec, fingerprint="fake-fp", n_layers=2, d_model=8, vocab_size=VOCAB,
+                    hook_points=("resid_post.0",), runtime_dtype="float32", backend="fake backend",
+                    slow_blas_warning=None, memory_bytes=0, budget_bytes=0)))
+                self.emit(Finished(request_id=rid, reason="done"))
             elif isinstance(request, EstimateModel):
-                self.emit(ModelEstimate(rid, request.spec, 3 << 30, 2 << 30, "weights 3 GiB", "float16"))
-                self.emit(Finished(rid, "done"))
+                self.emit(ModelEstimate(request_id=rid, spec=request.spec, total_bytes=3 << 30, budget_bytes=2 << 30,
+                                        description="weights 3 GiB", runtime_dtype="float16"))
+                self.emit(Finished(request_id=rid, reason="done"))
             elif isinstance(request, DownloadModel):  # a repo id: "already in the cache"
-                self.emit(ModelDownloaded(rid, request.spec, "/cache/" + request.spec, cached=True))
-                self.emit(Finished(rid, "done"))
+                self.emit(ModelDownloaded(request_id=rid, spec=request.spec, folder="/cache/" + request.spec,
+                                          cached=True))
+                self.emit(Finished(request_id=rid, reason="done"))
             elif isinstance(request, SendMessage):
-                self.emit(ReplyStarted(rid, 10, request.text))
+                self.emit(ReplyStarted(request_id=rid, prompt_tokens=10, user_text=request.text))
                 extra = 0
                 for i in range(self.tokens_per_reply):
                     if rid in self.cancelled:
                         extra += 1
                         if extra > 2:
                             break
-                    self.emit(TokenStep(rid, *fake_step(i, 10 + i)))
+                    self.emit(fake_token(rid, i, 10 + i))
                     time.sleep(self.delay)
-                self.emit(Finished(rid, "cancelled" if rid in self.cancelled else "length"))
+                self.emit(Finished(request_id=rid, reason="cancelled" if rid in self.cancelled else "length"))
             else:
-                self.emit(Finished(rid, "done"))
+                self.emit(Finished(request_id=rid, reason="done"))
 
 
 def fake_step(index, position):
@@ -106,6 +110,11 @@ def fake_step(index, position):
                           prob=float(np.exp(logprobs[token])), sampling_prob=0.5, entropy=1.0, raw_entropy=2.0,
                           top_k=alternatives)
     return step, logprobs
+
+
+def fake_token(request_id, index, position) -> TokenStep:
+    step, logprobs = fake_step(index, position)
+    return TokenStep(request_id=request_id, step=step, logprobs=logprobs)
 
 
 @pytest.fixture
@@ -217,7 +226,8 @@ def test_model_picker_estimate_and_errors_in_the_window(qtbot, fake_window):
     qtbot.waitUntil(lambda: fake_window.session.model_info.spec == "other/model", timeout=10000)
     assert "other/model" in picker.estimate_label.text()
     assert "fake" in picker.info.text() and "fake-fp" in fake_window.status.text()
-    fake_window.session.handle_event(Failed(999, "model.gguf: not a GGUF file", "Traceback ..."))
+    fake_window.session.handle_event(Failed(request_id=999, message="model.gguf: not a GGUF file",
+                                            details="Traceback ..."))
     assert fake_window.errors.isVisibleTo(fake_window) and "not a GGUF file" in fake_window.errors.label.text()
 
 

@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
-from symbiont_app.engine.protocol import Failed, ReplyStarted, SendMessage, TokenStep
-from test_app_widgets import FakeEngine, fake_step
+from symbiont_app.engine.handlers.chat.messages import ReplyStarted, SendMessage
+from symbiont_app.engine.protocol import Failed
+from test_app_widgets import FakeEngine, fake_token
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 60000
@@ -178,8 +179,10 @@ class FailingEngine(FakeEngine):
         rid = request.request_id
         script = []
         if self.sends > 1:
-            script = [ReplyStarted(rid, 10, request.text), *(TokenStep(rid, *fake_step(i, 10 + i)) for i in range(2))]
-        script.append(Failed(rid, "NonFiniteError: resid_post.0 is not finite", "Traceback ..."))
+            script = [ReplyStarted(request_id=rid, prompt_tokens=10, user_text=request.text),
+                      *(fake_token(rid, i, 10 + i) for i in range(2))]
+        script.append(Failed(request_id=rid, message="NonFiniteError: resid_post.0 is not finite",
+                             details="Traceback ..."))
         for event in script:  # delivered through the bridge's queued signal, as from the engine thread
             self.emit(event)
         return rid

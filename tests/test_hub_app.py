@@ -13,10 +13,9 @@ from hub_env import home, hub, leftovers, point_hub_at, tiny_repo_folder  # noqa
 from mlx_hooks.hub_progress import DownloadProgress
 from mlx_hooks.loader import estimate_for
 from mlx_hooks.sampling import SamplingSettings
-from symbiont_app.engine.protocol import (
-    DownloadModel, DownloadPlanned, DownloadStep, Failed, Finished, LoadModel, ModelDownloaded, ModelEstimate,
-    ModelLoaded,
-)
+from symbiont_app.engine.handlers.download.messages import DownloadModel, DownloadPlanned, DownloadStep, ModelDownloaded
+from symbiont_app.engine.handlers.model.messages import LoadModel, ModelEstimate, ModelLoaded
+from symbiont_app.engine.protocol import Failed, Finished
 from symbiont_app.session.session import AppSession
 from symbiont_app.session.settings import Settings
 
@@ -134,8 +133,10 @@ def test_model_panel_shows_the_download_row_and_cancels(qtbot, tmp_path):
     assert panel.download_row.isVisibleTo(panel) and not panel.load_button.isEnabled()
     assert "reading the repo's config" in panel.download_label.text()
     gib = 2**30
-    session.handle_event(DownloadPlanned(rid, "org/some-model", 3 * gib, 4, int(3.5 * gib), 12 * gib, "weights …"))
-    session.handle_event(DownloadStep(rid, DownloadProgress("org/some-model", gib, 3 * gib, 50 * 2**20, 40.96, 20.0)))
+    session.handle_event(DownloadPlanned(request_id=rid, spec="org/some-model", download_bytes=3 * gib, n_files=4,
+                                         estimate_bytes=int(3.5 * gib), budget_bytes=12 * gib, description="weights …"))
+    session.handle_event(DownloadStep(request_id=rid, progress=DownloadProgress("org/some-model", gib, 3 * gib,
+                                                                                50 * 2**20, 40.96, 20.0)))
     text = panel.download_label.text()
     assert "4 files, 3.00 GiB to download" in text and "fits the budget" in text
     assert "1.00 GiB of 3.00 GiB (33%), 50.0 MiB/s, 0:41 left" in text
@@ -143,10 +144,11 @@ def test_model_panel_shows_the_download_row_and_cancels(qtbot, tmp_path):
     qtbot.mouseClick(panel.download_cancel, Qt.LeftButton)
     assert engine.cancelled == [rid]
     assert not panel.download_row.isVisibleTo(panel) and panel.load_button.isEnabled()
-    session.handle_event(Finished(rid, "cancelled"))
+    session.handle_event(Finished(request_id=rid, reason="cancelled"))
     # a finished download queues the load on the engine thread
     again = panel.load()
-    session.handle_event(ModelDownloaded(again, "org/some-model", "/cache/snapshot", cached=False))
+    session.handle_event(ModelDownloaded(request_id=again, spec="org/some-model", folder="/cache/snapshot",
+                                         cached=False))
     assert isinstance(engine.submitted[-1], LoadModel) and engine.submitted[-1].spec == "org/some-model"
     assert not panel.download_row.isVisibleTo(panel)
 

@@ -8,8 +8,8 @@ import json
 
 from app_fakes import Pump
 
-from symbiont_app.engine.dashboard_protocol import LatentLabelChanged, SetLatentLabel
-from symbiont_app.engine.panels_protocol import SaeLoaded
+from symbiont_app.engine.handlers.sae_dashboard.messages import LatentLabelChanged, SetLatentLabel
+from symbiont_app.engine.handlers.sae.messages import SaeLoaded
 from symbiont_app.engine.protocol import Failed, Finished
 
 
@@ -30,7 +30,7 @@ def test_labels_of_a_shipped_sae_go_to_the_user_data_folder(tiny_folder, tmp_pat
         assert isinstance(pump.finish(pump.session.models.load(str(tiny_folder))), Finished)
         sae = SaeModel.of(pump.session)
         assert isinstance(pump.finish(sae.load(str(folder))), Finished)
-        rid = pump.session.submit(SetLatentLabel(pump.session.new_id(), latent=3, text="  my three "))
+        rid = pump.session.submit(SetLatentLabel(request_id=pump.session.new_id(), latent=3, text="  my three "))
         changed = pump.until(lambda e: isinstance(e, (LatentLabelChanged, Failed)) and e.request_id == rid)
         assert isinstance(changed, LatentLabelChanged), changed
         from mlx_hooks.sae.formats import load_sae

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .panels_protocol import InterventionInfo
+from .handlers.steering.messages import InterventionInfo
 
 
 def clamp_name(latent: int) -> str:
@@ -63,7 +63,8 @@ class VectorEntry:
         origin = vector.source.get("contrast_set") or "prompts"
         return InterventionInfo(
             name=self.name, kind=self.kind, hook_point=applied.hook_point, value=applied.coefficient,
-            enabled=self.enabled, positions=applied.positions, relative=applied.relative,
+            enabled=self.enabled, positions=applied.positions, relative=applied.relative, mode="absolute", latent=None,
+            label="", sae_id="",
             detail=f"{vector.method} from {origin}, norm {vector.norm:.3g}, typical residual {vector.typical_norm:.3g}",
         )
 

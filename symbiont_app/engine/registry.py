@@ -1,8 +1,9 @@
 """Request handlers: ``@handles(RequestType)`` registers ``fn(state, request, ctx)``.
 
-Handler modules live in ``symbiont_app.engine.handlers``; importing that package
-imports each of them, which registers their handlers. A handler runs on the engine
-thread, may call MLX, and reports through ``ctx`` only.
+Handler modules live in ``symbiont_app.engine.handlers.<feature>.handler``, beside their
+feature's messages; :func:`handler_for` imports them all on first use, which registers
+their handlers. A handler runs on the engine thread, may call MLX, and reports through
+``ctx`` only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def handles(request_type: type) -> Callable[[Handler], Handler]:
 
 
 def handler_for(request) -> Handler:
-    from . import handlers  # noqa: F401 - importing the package registers every handler module
+    from .handlers import import_all
+
+    import_all()  # registers every handler module (the first time)
 
     for cls in type(request).__mro__:
         if cls in _HANDLERS:
@@ -65,7 +68,8 @@ class HandlerContext:
         return self._cancelled()
 
     def progress(self, done: float, total: float, message: str = "", **metrics) -> None:
-        self.emit(Progress(self.request_id, float(done), float(total), message, dict(metrics)))
+        self.emit(Progress(request_id=self.request_id, done=float(done), total=float(total), message=message,
+                           metrics=dict(metrics)))
 
     def continue_off_thread(self, fn: Callable[[HandlerContext], None]) -> None:
         """Finish this request on a plain thread of its own once the handler returns.

@@ -119,7 +119,8 @@ class EngineWorker:
             try:
                 handler_for(request)(self.state, request, ctx)
             except Exception as exc:  # noqa: BLE001 - every failure reaches the window
-                self._on_event(Failed(request.request_id, _message(exc), traceback.format_exc()))
+                self._on_event(Failed(request_id=request.request_id, message=_message(exc),
+                                      details=traceback.format_exc()))
 
     def _run(self) -> None:
         while True:
@@ -134,7 +135,7 @@ class EngineWorker:
     def _handle(self, request: Request) -> None:
         rid = request.request_id
         if self._is_cancelled(rid):
-            self._on_event(Finished(rid, "cancelled"))
+            self._on_event(Finished(request_id=rid, reason="cancelled"))
             return
         self.current = rid
         ctx = HandlerContext(rid, self._on_event, lambda: self._is_cancelled(rid), self._apply_live)
@@ -142,9 +143,9 @@ class EngineWorker:
             handler_for(request)(self.state, request, ctx)
         except Exception as exc:  # noqa: BLE001 - every failure reaches the window
             if self._is_cancelled(rid):
-                self._on_event(Finished(rid, "cancelled"))
+                self._on_event(Finished(request_id=rid, reason="cancelled"))
             else:
-                self._on_event(Failed(rid, _message(exc), traceback.format_exc()))
+                self._on_event(Failed(request_id=rid, message=_message(exc), details=traceback.format_exc()))
             return
         finally:
             self.current = None
@@ -154,7 +155,7 @@ class EngineWorker:
         self._finish(rid, ctx.reason)
 
     def _finish(self, rid: int, reason: str) -> None:
-        self._on_event(Finished(rid, "cancelled" if self._is_cancelled(rid) else reason))
+        self._on_event(Finished(request_id=rid, reason="cancelled" if self._is_cancelled(rid) else reason))
         with self._lock:
             self._cancelled.discard(rid)
 
@@ -172,9 +173,9 @@ class EngineWorker:
             fn(ctx)
         except Exception as exc:  # noqa: BLE001 - every failure reaches the window
             if self._is_cancelled(rid):
-                self._on_event(Finished(rid, "cancelled"))
+                self._on_event(Finished(request_id=rid, reason="cancelled"))
             else:
-                self._on_event(Failed(rid, _message(exc), traceback.format_exc()))
+                self._on_event(Failed(request_id=rid, message=_message(exc), details=traceback.format_exc()))
         else:
             self._finish(rid, ctx.reason)
         finally:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.protocol import (
-    ChatReset, ChatRewound, Failed, Finished, ModelLoaded, ModelUnloaded, ReplyStarted, RewindChat, SendMessage, TokenStep,
-)
+from ..engine.handlers.chat.messages import ChatReset, ChatRewound, ReplyStarted, RewindChat, SendMessage, TokenStep
+from ..engine.handlers.model.messages import ModelLoaded, ModelUnloaded
+from ..engine.protocol import Failed, Finished
 from .observable import Observable
 
 
@@ -206,7 +206,8 @@ class Conversation(Observable):
         text = text.strip()
         if not text or self.session is None or self.busy:
             return None
-        request = SendMessage(self.session.new_id(), text, max_tokens, sampling, system_prompt or None)
+        request = SendMessage(request_id=self.session.new_id(), text=text, max_tokens=max_tokens, sampling=sampling,
+                              system_prompt=system_prompt or None)
         self._unstarted[request.request_id] = request
         return self.session.submit(request, channel="chat")
 
@@ -223,10 +224,11 @@ class Conversation(Observable):
         """Forget the last reply and its message, then send that message again (same settings)."""
         if self.busy or self.last_message is None or self.last_user_text() is None:
             return None
-        self.session.submit(RewindChat(self.session.new_id(), 1))
+        self.session.submit(RewindChat(request_id=self.session.new_id(), exchanges=1))
         last = self.last_message
-        request = SendMessage(self.session.new_id(), self.last_user_text(), last.max_tokens, last.sampling,
-                              last.system_prompt)
+        request = SendMessage(request_id=self.session.new_id(), text=self.last_user_text(), max_tokens=last.max_tokens,
+                              sampling=last.sampling,
+                              system_prompt=last.system_prompt)
         self._unstarted[request.request_id] = request
         return self.session.submit(request, channel="chat")
 
@@ -235,7 +237,7 @@ class Conversation(Observable):
         text = self.last_user_text()
         if self.busy or text is None:
             return None
-        self.session.submit(RewindChat(self.session.new_id(), 1))
+        self.session.submit(RewindChat(request_id=self.session.new_id(), exchanges=1))
         return text
 
     def stop(self) -> None:
@@ -245,7 +247,7 @@ class Conversation(Observable):
                     self.session.cancel(rid)
 
     def reset(self) -> None:
-        from ..engine.protocol import ResetChat
+        from ..engine.handlers.chat.messages import ResetChat
 
         self.stop()
-        self.session.submit(ResetChat(self.session.new_id()), channel="chat-reset")
+        self.session.submit(ResetChat(request_id=self.session.new_id()), channel="chat-reset")

@@ -7,7 +7,7 @@ built-in prompts, later ones are instant) and sends the user's label edits.
 Whether the latent is clamped or ablated is read from the steering list.
 
 Optionally the loaded model explains the latent from its top contexts, scored by detection
-(:mod:`..engine.handlers.sae_explain`).
+(:mod:`..engine.handlers.sae_explain.handler`).
 
 Notifies ``latent`` (another latent, or its record arrived), ``density``, ``label``, ``explanation``.
 """
@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..engine.dashboard_protocol import (
-    ExplainLatent, GetLatentDensity, LatentDensity, LatentExplained, LatentLabelChanged, SetLatentLabel,
-)
-from ..engine.panels_protocol import SaeLoaded, SaeUnloaded
-from ..engine.protocol import Failed, Finished, ModelLoaded
+from ..engine.handlers.sae_dashboard.messages import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
+from ..engine.handlers.sae_explain.messages import ExplainLatent, LatentExplained
+from ..engine.handlers.sae.messages import SaeLoaded, SaeUnloaded
+from ..engine.handlers.model.messages import ModelLoaded
+from ..engine.protocol import Failed, Finished
 from .meters import MetersModel
 from .observable import Observable
 from .sae import SaeModel, attach
@@ -121,7 +121,7 @@ class DashboardModel(Observable):
         if pending is not None and pending.latent == self.latent:
             return self.density_request  # already asked (the record's arrival re-announces the latent)
         self.density_request = self.session.submit(
-            GetLatentDensity(self.session.new_id(), latent=int(self.latent)), channel="sae-density")
+            GetLatentDensity(request_id=self.session.new_id(), latent=int(self.latent)), channel="sae-density")
         return self.density_request
 
     def explain(self) -> int | None:
@@ -129,7 +129,7 @@ class DashboardModel(Observable):
         if self.latent is None or self.sae.info is None:
             return None
         self.explain_request = self.session.submit(
-            ExplainLatent(self.session.new_id(), latent=int(self.latent)), channel="sae-explain")
+            ExplainLatent(request_id=self.session.new_id(), latent=int(self.latent)), channel="sae-explain")
         self.notify("explanation")
         return self.explain_request
 
@@ -145,7 +145,8 @@ class DashboardModel(Observable):
         """Save the user's label of the selected latent (empty: back to the automatic label)."""
         if self.latent is None or self.sae.info is None:
             return None
-        return self.session.submit(SetLatentLabel(self.session.new_id(), latent=int(self.latent), text=text.strip()))
+        return self.session.submit(SetLatentLabel(request_id=self.session.new_id(), latent=int(self.latent),
+                                                  text=text.strip()))
 
     # -- events -------------------------------------------------------------------------------------------
     def _on_meters(self, what: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..engine.protocol import ModelLoaded
+from ..engine.handlers.model.messages import ModelLoaded
 from .observable import Observable
 from .sae import SaeModel
 

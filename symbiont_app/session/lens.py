@@ -1,7 +1,7 @@
 """The lens panel's Qt-free state: logit lens over the conversation, activation patching.
 
 The lens is a re-run of the conversation's tokens on the engine (see
-``engine/handlers/lens.py``); with ``auto_update`` it is requested again after each
+``engine/handlers/lens/handler.py``); with ``auto_update`` it is requested again after each
 reply. :meth:`column` gives the lens column of the chat's selected token
 (``session.conversation.selected_position``).
 
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.panels_protocol import LensComputed, PatchingComputed, RunLens, RunPatching
-from ..engine.protocol import ChatReset, Failed, Finished, ModelLoaded, ModelUnloaded, SendMessage
+from ..engine.handlers.lens.messages import LensComputed, PatchingComputed, RunLens, RunPatching
+from ..engine.handlers.chat.messages import ChatReset
+from ..engine.handlers.model.messages import ModelLoaded, ModelUnloaded
+from ..engine.protocol import Failed, Finished
 from .observable import Observable
 from .sae import attach
 
@@ -41,14 +43,16 @@ class LensModel(Observable):
     def run_lens(self, max_positions: int | None = None) -> int:
         if max_positions is not None:
             self.max_positions = int(max_positions)
-        self.lens_request = self.session.submit(RunLens(self.session.new_id(), self.max_positions), channel="lens")
+        self.lens_request = self.session.submit(RunLens(request_id=self.session.new_id(),
+                                                        max_positions=self.max_positions), channel="lens")
         self.status = "running the logit lens…"
         self.notify("status")
         return self.lens_request
 
     def run_patching(self, clean: str, corrupted: str, clean_answer: str, corrupted_answer: str,
                      kind: str = "resid_pre") -> int:
-        request = RunPatching(self.session.new_id(), clean, corrupted, clean_answer, corrupted_answer, kind)
+        request = RunPatching(request_id=self.session.new_id(), clean=clean, corrupted=corrupted,
+                              clean_answer=clean_answer, corrupted_answer=corrupted_answer, kind=kind)
         self.patch_request = self.session.submit(request, channel="patching")
         self.status = "patching every layer and position…"
         self.notify("status")
@@ -101,16 +105,15 @@ class LensModel(Observable):
             self.status = f"{what} failed: {event.message}"
             self.notify("status")
         elif (isinstance(event, Finished) and self.auto_update and event.reason != "cancelled"
-              and isinstance(self._finished_request(event), SendMessage)):
+              and self._finished_a_reply(event)):
             self.run_lens()
         elif isinstance(event, (ChatReset, ModelLoaded, ModelUnloaded)):
             self.lens = None
             self.notify("lens")
 
-    def _finished_request(self, event):
+    def _finished_a_reply(self, event) -> bool:
+        """Whether ``event`` ends a reply (a ``SendMessage``) of the conversation."""
         conversation = getattr(self.session, "conversation", None)
         # The session pops the request before routing the terminal event; the conversation still knows it.
         turns = getattr(conversation, "turns", [])
-        if turns and turns[-1].request_id == event.request_id and turns[-1].role == "assistant":
-            return SendMessage(event.request_id)
-        return None
+        return bool(turns) and turns[-1].request_id == event.request_id and turns[-1].role == "assistant"

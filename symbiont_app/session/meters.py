@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.panels_protocol import ClampLatent, SaeLoaded, SaeUnloaded, WatchedChanged, WatchLatents
-from ..engine.protocol import ChatReset, ModelLoaded, ModelUnloaded, TokenStep
+from ..engine.handlers.sae.messages import SaeLoaded, SaeUnloaded, WatchedChanged, WatchLatents
+from ..engine.handlers.steering.messages import ClampLatent
+from ..engine.handlers.chat.messages import ChatReset, TokenStep
+from ..engine.handlers.model.messages import ModelLoaded, ModelUnloaded
 from .observable import Observable
 from .sae import SaeModel, attach
 
@@ -101,10 +103,11 @@ class MetersModel(Observable):
 
     # -- actions (live: they act from the next token on) ------------------------------------------------
     def watch(self, latent: int, watch: bool = True) -> None:
-        self.session.post_live(WatchLatents(self.session.new_id(), (int(latent),), watch))
+        self.session.post_live(WatchLatents(request_id=self.session.new_id(), latents=(int(latent),), watch=watch))
 
     def clamp(self, latent: int, value: float, mode: str = "absolute", positions="all") -> None:
-        self.session.post_live(ClampLatent(self.session.new_id(), int(latent), float(value), mode, positions))
+        self.session.post_live(ClampLatent(request_id=self.session.new_id(), latent=int(latent), value=float(value),
+                                           mode=mode, positions=positions))
 
     def ablate(self, latent: int, positions="all") -> None:
         self.clamp(latent, 0.0, "absolute", positions)

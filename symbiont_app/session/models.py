@@ -12,10 +12,11 @@ from typing import Any
 from mlx_hooks.hub import looks_like_repo_id
 from mlx_hooks.hub_progress import DownloadProgress
 
-from ..engine.protocol import (
-    DownloadModel, DownloadPlanned, DownloadStep, EstimateModel, Failed, Finished, LoadModel, ModelDownloaded,
-    ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded, Progress,
+from ..engine.handlers.download.messages import DownloadModel, DownloadPlanned, DownloadStep, ModelDownloaded
+from ..engine.handlers.model.messages import (
+    EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded,
 )
+from ..engine.protocol import Failed, Finished, Progress
 from .observable import Observable
 
 
@@ -49,7 +50,7 @@ class ModelPicker(Observable):
     def request_estimate(self, spec: str, runtime_dtype: str = "auto") -> int:
         self.estimate, self.estimate_error = None, None
         self.estimate_request = self.session.submit(
-            EstimateModel(self.session.new_id(), spec, runtime_dtype), channel="estimate")
+            EstimateModel(request_id=self.session.new_id(), spec=spec, runtime_dtype=runtime_dtype), channel="estimate")
         self.notify("estimate")
         return self.estimate_request
 
@@ -63,13 +64,15 @@ class ModelPicker(Observable):
             self._load_dtype = runtime_dtype
             self.download_plan = self.download_progress = None
             self.download_request = self.session.submit(
-                DownloadModel(self.session.new_id(), spec, runtime_dtype), channel="download")
+                DownloadModel(request_id=self.session.new_id(), spec=spec,
+                              runtime_dtype=runtime_dtype), channel="download")
             self.notify("download")
             return self.download_request
         return self._submit_load(spec, runtime_dtype)
 
     def _submit_load(self, spec: str, runtime_dtype: str) -> int:
-        self.loading_request = self.session.submit(LoadModel(self.session.new_id(), spec, runtime_dtype), channel="load")
+        self.loading_request = self.session.submit(LoadModel(request_id=self.session.new_id(), spec=spec,
+                                                             runtime_dtype=runtime_dtype), channel="load")
         self.notify("loading")
         return self.loading_request
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.panels_protocol import (
-    ContrastFound, ContrastSearch, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae,
+from ..engine.handlers.sae.messages import (
+    ContrastFound, ContrastSearch, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae,
+    UnloadSae,
 )
-from ..engine.protocol import Failed, Finished, ModelLoaded, ModelUnloaded, Progress
+from ..engine.handlers.model.messages import ModelLoaded, ModelUnloaded
+from ..engine.protocol import Failed, Finished, Progress
 from .observable import Observable
 
 METRICS = ("mse", "variance_explained", "l0", "dead_fraction")
@@ -98,21 +100,23 @@ class SaeModel(Observable):
     def load(self, source: str, top_n: int = 8) -> int:
         self.status = f"loading {source}…"
         self.notify("status")
-        self.load_request = self.session.submit(LoadSae(self.session.new_id(), source, top_n), channel="sae-load")
+        self.load_request = self.session.submit(LoadSae(request_id=self.session.new_id(), source=source,
+                                                        top_n=top_n), channel="sae-load")
         return self.load_request
 
     def unload(self) -> int:
-        return self.session.submit(UnloadSae(self.session.new_id()))
+        return self.session.submit(UnloadSae(request_id=self.session.new_id()))
 
     def contrast(self, texts_a, texts_b, top_n: int = 20) -> int:
         """Ask for the latents more active on prompts A than on B (answer: ``contrast``)."""
-        request = ContrastSearch(self.session.new_id(), tuple(texts_a), tuple(texts_b), top_n)
+        request = ContrastSearch(request_id=self.session.new_id(), texts_a=tuple(texts_a), texts_b=tuple(texts_b),
+                                 top_n=top_n)
         return self.session.submit(request, channel="sae-contrast")
 
     def request_record(self, latent: int) -> int:
         # Live: a read of the records already in memory, answered between generation steps
         # rather than after the reply that is streaming.
-        request = GetLatentRecord(self.session.new_id(), int(latent))
+        request = GetLatentRecord(request_id=self.session.new_id(), latent=int(latent))
         self.session.post_live(request)
         return request.request_id
 
@@ -121,7 +125,8 @@ class SaeModel(Observable):
         self.train_metrics = {"step": [], **{m: [] for m in METRICS}}
         self.train_result = None
         self.train_progress = (0.0, 1.0, "starting")
-        self.train_request = self.session.submit(TrainSae(self.session.new_id(), **settings), channel="sae-train")
+        self.train_request = self.session.submit(TrainSae(request_id=self.session.new_id(),
+                                                          **settings), channel="sae-train")
         self.notify("training")
         return self.train_request
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.protocol import STATE_CHANGES, TERMINAL, Event, Failed, Finished, Request
+from ..engine.protocol import Event, Failed, Finished, Request, STATE_CHANGES, TERMINAL
 from .conversation import Conversation
 from .models import ModelPicker
 from .observable import Observable
@@ -98,7 +98,7 @@ class AppSession(Observable):
             self.active.pop(rid, None)
             self._cancelled.discard(rid)
             if cancelled and isinstance(event, Finished) and event.reason != "cancelled":
-                event = Finished(rid, "cancelled")  # it ran to its end before the cancel arrived
+                event = Finished(request_id=rid, reason="cancelled")  # it ran to its end before the cancel arrived
         for sub_model in list(self.sub_models):
             sub_model.handle_event(event)
         if isinstance(event, Failed):
@@ -112,4 +112,4 @@ class AppSession(Observable):
 
     def error(self, message: str, details: str = "") -> None:
         """Report a GUI-side problem (bad input in a field) the same way as an engine failure."""
-        self.report_error(Failed(0, message, details))
+        self.report_error(Failed(request_id=0, message=message, details=details))

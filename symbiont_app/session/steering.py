@@ -13,11 +13,12 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from ..engine.panels_protocol import (
+from ..engine.handlers.steering.messages import (
     BuildVector, ExportPreset, ImportPreset, InterventionInfo, InterventionsChanged, ListInterventions, PresetExported,
     PresetImported, RemoveIntervention, SetEnabled, SetPositions, SetValue, VectorBuilt,
 )
-from ..engine.protocol import Failed, Finished, ModelLoaded, ModelUnloaded
+from ..engine.handlers.model.messages import ModelLoaded, ModelUnloaded
+from ..engine.protocol import Failed, Finished
 from .observable import Observable
 from .sae import attach
 
@@ -66,21 +67,21 @@ class SteeringModel(Observable):
         self.session.post_live(request)
 
     def refresh(self) -> None:
-        self._live(ListInterventions(self.session.new_id()))
+        self._live(ListInterventions(request_id=self.session.new_id()))
 
     def set_value(self, name: str, value: float) -> None:
-        self._live(SetValue(self.session.new_id(), name, float(value)))
+        self._live(SetValue(request_id=self.session.new_id(), name=name, value=float(value)))
 
     def set_enabled(self, name: str, enabled: bool) -> None:
-        self._live(SetEnabled(self.session.new_id(), name, bool(enabled)))
+        self._live(SetEnabled(request_id=self.session.new_id(), name=name, enabled=bool(enabled)))
 
     def set_positions(self, name: str, positions) -> None:
         if isinstance(positions, str) and positions not in POSITION_MODES:
             positions = parse_positions(positions)
-        self._live(SetPositions(self.session.new_id(), name, positions))
+        self._live(SetPositions(request_id=self.session.new_id(), name=name, positions=positions))
 
     def remove(self, name: str) -> None:
-        self._live(RemoveIntervention(self.session.new_id(), name))
+        self._live(RemoveIntervention(request_id=self.session.new_id(), name=name))
 
     # -- requests ---------------------------------------------------------------------------------
     def _submit(self, request, what: str, channel: str) -> int:
@@ -94,9 +95,12 @@ class SteeringModel(Observable):
     def build(self, name: str, positive=(), negative=(), contrast_set: str = "", layer: int | None = None,
               coefficient: float = 0.2, relative: bool = True, positions="all", method: str = "mean_diff",
               tokens: str = "last", chat_template: bool = True, enabled: bool = True) -> int:
-        request = BuildVector(self.session.new_id(), name, tuple(p for p in positive if p.strip()),
-                              tuple(n for n in negative if n.strip()), contrast_set, layer, method, tokens,
-                              chat_template, float(coefficient), relative, positions, enabled)
+        request = BuildVector(
+            request_id=self.session.new_id(), name=name, positive=tuple(p for p in positive if p.strip()),
+            negative=tuple(n for n in negative if n.strip()), contrast_set=contrast_set, layer=layer, method=method,
+            tokens=tokens, chat_template=chat_template, coefficient=float(coefficient), relative=relative,
+            positions=positions, enabled=enabled,
+        )
         return self._submit(request, f"building vector {name}", "steer-build")
 
     def export_preset(self, path: str, name: str, description: str = "") -> int:
@@ -104,11 +108,13 @@ class SteeringModel(Observable):
         settings = getattr(self.session, "settings", None)
         if settings is not None:
             sampling = settings.data.sampling.sampling()
-        return self._submit(ExportPreset(self.session.new_id(), str(path), name, description, sampling),
+        return self._submit(ExportPreset(request_id=self.session.new_id(), path=str(path), name=name,
+                                         description=description, sampling=sampling),
                             f"exporting preset to {path}", "preset")
 
     def import_preset(self, path: str, allow_different_weights: bool = False) -> int:
-        return self._submit(ImportPreset(self.session.new_id(), str(path), allow_different_weights),
+        return self._submit(ImportPreset(request_id=self.session.new_id(), path=str(path),
+                                         allow_different_weights=allow_different_weights),
                             f"importing {path}", "preset")
 
     @property

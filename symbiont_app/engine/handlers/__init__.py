@@ -1,14 +1,35 @@
-"""Handler modules: importing this package imports each one (registering its handlers).
+"""One package per engine feature: ``<feature>/messages.py`` (its requests and events) beside
+``<feature>/handler.py`` (what the engine thread does with them, registered with ``@handles``).
 
-The explicit imports keep a frozen app (PyInstaller) complete, where ``pkgutil``
-over the bundled package can miss modules; the ``pkgutil`` loop picks up any module
-added later without editing this file.
+Why a package per feature rather than ``<feature>_messages.py`` files beside the handler
+modules: the messages must import without MLX or Qt (the session layer and widgets import
+them; the handlers import MLX), and a package lets one import-linter contract cover them
+all, the next feature's included — ``symbiont_app.engine.handlers.*.messages`` may not
+import MLX, mlx-lm or Qt (pyproject.toml). The next panel is one new folder here.
+
+Importing this package imports nothing else (so importing a feature's messages loads no
+handler); :func:`import_all` imports every handler module, which registers its handlers.
 """
 
+import functools
 import importlib
 import pkgutil
 
-from . import chat, download, lens, model, sae, sae_dashboard, sae_explain, steering  # noqa: F401
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+@functools.cache  # once: it runs before every request
+def import_all() -> None:
+    """Import every feature's handler module (registering its handlers)."""
+    # The explicit imports keep a frozen app (PyInstaller) complete, where ``pkgutil`` over the
+    # bundled package can miss modules; the loop picks up a feature added later.
+    from .chat import handler as _chat  # noqa: F401
+    from .download import handler as _download  # noqa: F401
+    from .lens import handler as _lens  # noqa: F401
+    from .model import handler as _model  # noqa: F401
+    from .sae import handler as _sae  # noqa: F401
+    from .sae_dashboard import handler as _sae_dashboard  # noqa: F401
+    from .sae_explain import handler as _sae_explain  # noqa: F401
+    from .steering import handler as _steering  # noqa: F401
+
+    for feature in pkgutil.iter_modules(__path__):
+        if feature.ispkg:
+            importlib.import_module(f"{__name__}.{feature.name}.handler")

@@ -4,7 +4,7 @@ The model reads the latent's top activating contexts (from the SAE's feature rec
 token marked ``[[like this]]``) and writes a short description (greedy). The description is
 then scored on texts the model did not see: the built-in prompts where the latent reaches
 half its maximum over them, and as many where it stays under a tenth of it (the density pass's values,
-:func:`.sae_dashboard.sparse_values`). For each, the model is asked whether the text
+:func:`..sae_dashboard.handler.sparse_values`). For each, the model is asked whether the text
 matches the description; ``logit(yes) − logit(no)`` at the answer's first token is its
 margin. Reported: accuracy of the yes/no (balanced set: chance is 0.5) and the AUROC of
 the margins (threshold-free). This follows the "detection" scoring of automated
@@ -19,11 +19,11 @@ import numpy as np
 
 from mlx_hooks.errors import SymbiontError
 
-from ..dashboard_protocol import ExplainLatent, LatentExplained, ScoredText
-from ..panel_state import panel_state
-from ..registry import HandlerContext, handles
-from ..state import EngineState
-from .sae_dashboard import _check_latent, sparse_values
+from .messages import ExplainLatent, LatentExplained, ScoredText
+from ...panel_state import panel_state
+from ...registry import HandlerContext, handles
+from ...state import EngineState
+from ..sae_dashboard.handler import _check_latent, sparse_values
 
 EXPLAIN_PROMPT = (
     "Below are text snippets where one internal feature of a language model is active. In each, the token "
@@ -121,6 +121,6 @@ def explain(state: EngineState, request: ExplainLatent, ctx: HandlerContext) -> 
     margins = np.array([s.margin for s in scored])
     labels = np.array([s.fires for s in scored])
     accuracy = float(((margins > 0) == labels).mean())
-    ctx.emit(LatentExplained(request.request_id, latent=latent, explanation=explanation,
+    ctx.emit(LatentExplained(request_id=request.request_id, latent=latent, explanation=explanation,
                              model=str(getattr(state.loaded, "name", "the loaded model")), accuracy=accuracy,
                              auroc=auroc(margins, labels), scored=tuple(scored)))

@@ -9,9 +9,9 @@ the session queues the ``LoadModel`` itself.
 
 from __future__ import annotations
 
-from ..protocol import DownloadModel, DownloadPlanned, DownloadStep, ModelDownloaded
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from .messages import DownloadModel, DownloadPlanned, DownloadStep, ModelDownloaded
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 
 @handles(DownloadModel)
@@ -22,11 +22,11 @@ def download(state: EngineState, request: DownloadModel, ctx: HandlerContext) ->
 
     source = resolve_source(request.spec)
     if source.kind != "hub":
-        ctx.emit(ModelDownloaded(request.request_id, request.spec, source.location, cached=True))
+        ctx.emit(ModelDownloaded(request_id=request.request_id, spec=request.spec, folder=source.location, cached=True))
         return
     folder = cached_snapshot(source.location)
     if folder is not None:
-        ctx.emit(ModelDownloaded(request.request_id, request.spec, str(folder), cached=True))
+        ctx.emit(ModelDownloaded(request_id=request.request_id, spec=request.spec, folder=str(folder), cached=True))
         return
     budget = default_budget_bytes()
     ctx.continue_off_thread(lambda side: _fetch(request, source.location, budget, side))
@@ -43,10 +43,11 @@ def _fetch(request: DownloadModel, repo_id: str, budget: int, ctx: HandlerContex
         return ctx.on_engine_thread(lambda: estimate_for_plan(plan, request.runtime_dtype))
 
     def planned(plan, memory) -> None:
-        ctx.emit(DownloadPlanned(rid, request.spec, plan.missing_bytes, len(plan.missing), int(memory.total_bytes),
-                                 int(budget), memory.describe()))
+        ctx.emit(DownloadPlanned(request_id=rid, spec=request.spec, download_bytes=plan.missing_bytes,
+                                 n_files=len(plan.missing), estimate_bytes=int(memory.total_bytes),
+                                 budget_bytes=int(budget), description=memory.describe()))
 
     folder = fetch_model(repo_id, estimate=estimate, budget_bytes=budget, on_plan=planned,
-                         on_progress=lambda progress: ctx.emit(DownloadStep(rid, progress)),
+                         on_progress=lambda progress: ctx.emit(DownloadStep(request_id=rid, progress=progress)),
                          should_cancel=ctx.is_cancelled)
-    ctx.emit(ModelDownloaded(rid, request.spec, str(folder), cached=False))
+    ctx.emit(ModelDownloaded(request_id=rid, spec=request.spec, folder=str(folder), cached=False))

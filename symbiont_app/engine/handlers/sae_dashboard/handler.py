@@ -23,10 +23,10 @@ import numpy as np
 
 from mlx_hooks.errors import SymbiontError
 
-from ..dashboard_protocol import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
-from ..panel_state import panel_state
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from .messages import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
+from ...panel_state import panel_state
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 DENSITY_KEY = "sae_density"
 """``state.extras`` key of the sparse values kept for the loaded SAE."""
@@ -109,13 +109,14 @@ def density(state: EngineState, request: GetLatentDensity, ctx: HandlerContext) 
     latent = _check_latent(state, request.latent)
     kept = sparse_values(state, ctx)
     edges, counts = latent_histogram(kept.ids, kept.values, latent, max(1, int(request.bins)))
-    ctx.emit(LatentDensity(request.request_id, latent=latent, edges=edges, counts=counts, n_tokens=int(kept.n_tokens),
+    ctx.emit(LatentDensity(request_id=request.request_id, latent=latent, edges=edges, counts=counts,
+                           n_tokens=int(kept.n_tokens),
                            n_active=int(counts.sum()), corpus=DENSITY_CORPUS))
 
 
 # -- labels ------------------------------------------------------------------------------------------------
 def _writable_folder(path: Path) -> bool:
-    from ...bundle import inside, shipped_sae_root
+    from ....bundle import inside, shipped_sae_root
 
     return path.is_dir() and os.access(path, os.W_OK) and not inside(path, shipped_sae_root())
 
@@ -124,7 +125,7 @@ def labels_folder(state: EngineState) -> Path:
     """Where the loaded SAE's user labels are kept (see the module docstring)."""
     from mlx_hooks.sae.saving import weights_digest
 
-    from ...bundle import user_data_dir
+    from ....bundle import user_data_dir
 
     kept = state.extras.get(LABELS_FOLDER_KEY)
     if kept is not None and kept[0] is state.sae:
@@ -184,5 +185,5 @@ def set_label(state: EngineState, request: SetLatentLabel, ctx: HandlerContext) 
     if records is not None:
         records.user_labels = dict(user)
     source = "user" if text else "auto" if labels[latent] else "none"
-    ctx.emit(LatentLabelChanged(request.request_id, latent=latent, label=str(labels[latent]), source=source,
+    ctx.emit(LatentLabelChanged(request_id=request.request_id, latent=latent, label=str(labels[latent]), source=source,
                                 path=str(folder / LABELS_FILE)))

@@ -1,6 +1,6 @@
 """Steering vectors and SAE clamps: build, adjust live, switch, remove, export/import presets.
 
-Every entry lives in ``state.table`` (:mod:`..intervention_table`), in the order it was
+Every entry lives in ``state.table`` (:mod:`symbiont_app.engine.intervention_table`), in the order it was
 added; generation applies its enabled entries in that order. Every change calls
 ``state.changed()``, so a reply that is streaming picks it up at its next token. Every
 handler answers with the full list (:class:`InterventionsChanged`).
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from mlx_hooks.errors import SymbiontError
 
-from ..intervention_table import ClampEntry, VectorEntry, clamp_name
-from ..panels_protocol import (
+from ...intervention_table import ClampEntry, VectorEntry, clamp_name
+from .messages import (
     BuildVector, ClampLatent, ExportPreset, ImportPreset, InterventionsChanged, ListInterventions, PresetExported,
     PresetImported, RemoveIntervention, SetEnabled, SetPositions, SetValue, VectorBuilt,
 )
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 
 class PanelError(SymbiontError):
@@ -30,7 +30,7 @@ def _require_model(state: EngineState):
 
 
 def _report(state: EngineState, ctx: HandlerContext, message: str = "") -> None:
-    ctx.emit(InterventionsChanged(ctx.request_id, state.table.infos(), message))
+    ctx.emit(InterventionsChanged(request_id=ctx.request_id, items=state.table.infos(), message=message))
 
 
 def add_vector(state: EngineState, vector, coefficient: float, relative: bool = True, positions="all",
@@ -167,7 +167,8 @@ def build_vector(state: EngineState, request: BuildVector, ctx: HandlerContext) 
     if ctx.is_cancelled():
         return
     add_vector(state, vector, request.coefficient, request.relative, request.positions, request.enabled)
-    ctx.emit(VectorBuilt(request.request_id, vector.name, vector.hook_point, vector.norm, vector.typical_norm))
+    ctx.emit(VectorBuilt(request_id=request.request_id, name=vector.name, hook_point=vector.hook_point,
+                         norm=vector.norm, typical_norm=vector.typical_norm))
     _report(state, ctx, f"built {vector.name} at {vector.hook_point}")
 
 
@@ -193,7 +194,8 @@ def export_preset(state: EngineState, request: ExportPreset, ctx: HandlerContext
     if not preset.interventions:
         raise PanelError("nothing to export: no enabled steering vector or clamp")
     paths = write_preset(request.path, preset)
-    ctx.emit(PresetExported(request.request_id, tuple(str(p) for p in paths), len(preset.interventions)))
+    ctx.emit(PresetExported(request_id=request.request_id, paths=tuple(str(p) for p in paths),
+                            count=len(preset.interventions)))
 
 
 def _resolver(state: EngineState):
@@ -244,5 +246,6 @@ def import_preset(state: EngineState, request: ImportPreset, ctx: HandlerContext
             ))
     state.changed()
     _report(state, ctx)
-    ctx.emit(PresetImported(request.request_id, request.path, verdict.describe(), tuple(applied.messages),
-                            applied.sampling))
+    ctx.emit(PresetImported(request_id=request.request_id, path=request.path, compatibility=verdict.describe(),
+                            messages=tuple(applied.messages),
+                            sampling=applied.sampling))

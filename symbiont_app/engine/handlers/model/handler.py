@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..protocol import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from .messages import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 
 @handles(EstimateModel)
@@ -33,8 +33,9 @@ def _estimate_remote(request: EstimateModel, repo_id: str, ctx: HandlerContext) 
 def _emit_estimate(request: EstimateModel, est, ctx: HandlerContext) -> None:
     from mlx_hooks.memory import default_budget_bytes
 
-    ctx.emit(ModelEstimate(request.request_id, request.spec, int(est.total_bytes), int(default_budget_bytes()),
-                           est.describe(), est.runtime_dtype))
+    ctx.emit(ModelEstimate(request_id=request.request_id, spec=request.spec, total_bytes=int(est.total_bytes),
+                           budget_bytes=int(default_budget_bytes()),
+                           description=est.describe(), runtime_dtype=est.runtime_dtype))
 
 
 def _needs_conversion(spec: str) -> bool:
@@ -74,7 +75,7 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     state.reset_model()
     if previous is not None:
         # From here a failure leaves no model: the window hears it now, not when the load ends.
-        ctx.emit_change(ModelUnloaded(request.request_id, previous))
+        ctx.emit_change(ModelUnloaded(request_id=request.request_id, name=previous))
     # A cancel from here on is too late: the load is one MLX call, and throwing the finished
     # model away would only leave the engine without one. It is installed and announced
     # (ModelLoaded reaches the window even for a cancelled request).
@@ -86,7 +87,7 @@ def load(state: EngineState, request: LoadModel, ctx: HandlerContext) -> None:
     info = backend_info()
     fp = loaded.fingerprint
     ctx.progress(total, total, "loaded")
-    ctx.emit_change(ModelLoaded(request.request_id, ModelInfo(
+    ctx.emit_change(ModelLoaded(request_id=request.request_id, info=ModelInfo(
         name=loaded.name, spec=request.spec, fingerprint=fp.short, n_layers=fp.n_layers, d_model=fp.d_model,
         vocab_size=fp.vocab_size, hook_points=tuple(hook_points(loaded.model)), runtime_dtype=loaded.runtime_dtype,
         backend=info.summary(), slow_blas_warning=info.slow_blas_warning, memory_bytes=int(loaded.estimate.total_bytes),

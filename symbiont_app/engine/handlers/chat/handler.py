@@ -7,9 +7,9 @@ live change (a slider, a clamp toggle) acts on the next token.
 
 from __future__ import annotations
 
-from ..protocol import ChatReset, ChatRewound, ReplyStarted, ResetChat, RewindChat, SendMessage, TokenStep
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from .messages import ChatReset, ChatRewound, ReplyStarted, ResetChat, RewindChat, SendMessage, TokenStep
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 TOP_ALTERNATIVES = 20
 """Alternatives (with their text) per token: the temperature panel's bars. Tempering and
@@ -45,10 +45,11 @@ def send(state: EngineState, request: SendMessage, ctx: HandlerContext) -> None:
         for step in stream:
             if not started:
                 # Sent even if a cancel just arrived: the turn is in the chat now, and the window must show it.
-                ctx.emit_change(ReplyStarted(request.request_id, step.position, request.text))
+                ctx.emit_change(ReplyStarted(request_id=request.request_id, prompt_tokens=step.position,
+                                             user_text=request.text))
                 started = True
             logprobs, step = step.logprobs, _without_logprobs(step)
-            ctx.emit(TokenStep(request.request_id, step, logprobs))
+            ctx.emit(TokenStep(request_id=request.request_id, step=step, logprobs=logprobs))
             if step.finish_reason:
                 ctx.reason = step.finish_reason
             if state.revision != revision and sessions:
@@ -81,7 +82,7 @@ def _without_logprobs(step):
 def reset(state: EngineState, request: ResetChat, ctx: HandlerContext) -> None:
     if state.chat is not None:
         state.chat.reset()
-    ctx.emit(ChatReset(request.request_id))
+    ctx.emit(ChatReset(request_id=request.request_id))
 
 
 @handles(RewindChat)
@@ -101,4 +102,4 @@ def rewind(state: EngineState, request: RewindChat, ctx: HandlerContext) -> None
         if messages:
             messages.pop()
             dropped += 1
-    ctx.emit(ChatRewound(request.request_id, dropped))
+    ctx.emit(ChatRewound(request_id=request.request_id, exchanges=dropped))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from mlx_hooks.errors import SymbiontError
 
-from ..panels_protocol import LensComputed, PatchingComputed, RunLens, RunPatching
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from .messages import LensComputed, PatchingComputed, RunLens, RunPatching
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 
 def _model(state: EngineState):
@@ -64,7 +64,7 @@ def lens(state: EngineState, request: RunLens, ctx: HandlerContext) -> None:
     n_total = len(state.chat.tokens)
     interventions = sum(len(v) for v in state.interventions().values())
     ctx.emit(LensComputed(
-        request.request_id, points=result.points, positions=positions, tokens=tuple(text(t) for t in tokens),
+        request_id=request.request_id, points=result.points, positions=positions, tokens=tuple(text(t) for t in tokens),
         top_texts=top_texts, top_probs=result.top_probs, target_probs=result.target_probs,
         source=(f"re-run of the conversation's {n_total} tokens (last {len(tokens)} shown)"
                 + (f" with {interventions} active intervention(s)" if interventions else "")),
@@ -102,7 +102,7 @@ def patching(state: EngineState, request: RunPatching, ctx: HandlerContext) -> N
     except ValueError as exc:  # unequal lengths, or prompts that do not differ on the answers
         raise SymbiontError(str(exc)) from exc
     ctx.emit(PatchingComputed(
-        request.request_id, layers=result.layers, scores=result.scores,
+        request_id=request.request_id, layers=result.layers, scores=result.scores,
         tokens=tuple(tok.decode([t]) for t in corrupted), clean_tokens=tuple(tok.decode([t]) for t in clean),
         clean_logit_diff=result.clean_logit_diff, corrupted_logit_diff=result.corrupted_logit_diff,
         answers=(tok.decode([a]), tok.decode([b])), kind=result.kind, notes=tuple(n for n in (note_a, note_b) if n),

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from mlx_hooks.errors import SymbiontError
 
-from ..panel_state import panel_state
-from ..panels_protocol import (
-    ContrastFound, ContrastSearch, ContextRow, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained, SaeUnloaded, TrainSae, UnloadSae, WatchedChanged,
-    WatchLatents,
+from ...panel_state import panel_state
+from .messages import (
+    ContextRow, ContrastFound, ContrastSearch, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained,
+    SaeUnloaded, TrainSae, UnloadSae, WatchedChanged, WatchLatents,
 )
-from ..registry import HandlerContext, handles
-from ..state import EngineState
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 
 
 def resolve_sae_path(source: str) -> Path:
@@ -44,8 +44,8 @@ def load_sae_into(state: EngineState, source: str, top_n: int = 8, hook_point: s
     from mlx_hooks.sae.formats import load_sae
     from mlx_hooks.sae.meters import FeatureMeter
 
-    from .sae_dashboard import merge_user_labels
-    from .steering import _remove
+    from ..sae_dashboard.handler import merge_user_labels
+    from ..steering.handler import _remove
 
     if state.loaded is None:
         raise SymbiontError("no model loaded: load a model before its SAE")
@@ -78,7 +78,7 @@ def sae_loaded_event(request_id: int, state: EngineState, messages=()) -> SaeLoa
     records = panels.records
     labels = tuple(str(x) for x in sae.labels) if sae.labels is not None else ("",) * cfg.d_sae
     return SaeLoaded(
-        request_id, sae_id=cfg.sae_id, path=panels.sae_path, hook_point=cfg.hook_point, d_in=int(cfg.d_in),
+        request_id=request_id, sae_id=cfg.sae_id, path=panels.sae_path, hook_point=cfg.hook_point, d_in=int(cfg.d_in),
         d_sae=int(cfg.d_sae), architecture=cfg.architecture, k=cfg.k, labels=labels,
         frequencies=np.array([r.frequency for r in records.records], dtype=np.float32) if records else None,
         max_activations=np.asarray(sae.max_activations, dtype=np.float32) if sae.max_activations is not None else None,
@@ -91,12 +91,12 @@ def load(state: EngineState, request: LoadSae, ctx: HandlerContext) -> None:
     ctx.progress(0, 1, f"loading {request.source}")
     _, _, _, messages = load_sae_into(state, request.source, request.top_n, request.hook_point)
     ctx.emit(sae_loaded_event(request.request_id, state, messages))
-    ctx.emit(WatchedChanged(request.request_id, state.meter.watched))
+    ctx.emit(WatchedChanged(request_id=request.request_id, watched=state.meter.watched))
 
 
 @handles(UnloadSae)
 def unload(state: EngineState, request, ctx: HandlerContext) -> None:
-    from .steering import _remove
+    from ..steering.handler import _remove
 
     panels = panel_state(state)
     for clamp in state.table.clamps():
@@ -104,14 +104,14 @@ def unload(state: EngineState, request, ctx: HandlerContext) -> None:
     state.sae = state.sae_id = state.meter = None
     panels.sae_path, panels.records = "", None
     state.changed()
-    ctx.emit(SaeUnloaded(request.request_id))
+    ctx.emit(SaeUnloaded(request_id=request.request_id))
 
 
 @handles(GetLatentRecord)
 def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerContext) -> None:
     from mlx_hooks.sae.features import visible
 
-    from .sae_dashboard import user_labels
+    from ..sae_dashboard.handler import user_labels
 
     if state.sae is None:
         raise SymbiontError("no SAE loaded")
@@ -124,19 +124,24 @@ def latent_record(state: EngineState, request: GetLatentRecord, ctx: HandlerCont
     user = user_labels(state).get(latent, "")
     auto = records.records[latent].auto_label if records is not None else ""
     if records is None:
-        ctx.emit(LatentRecord(request.request_id, latent=latent, label=label, user_label=user))
+        ctx.emit(LatentRecord(
+            request_id=request.request_id, latent=latent, label=label, has_record=False, frequency=0.0,
+            max_activation=0.0, mean_activation=0.0, contexts=(), promoted=(), suppressed=(), auto_label=auto,
+            user_label=user,
+        ))
         return
     r = records.records[latent]
     contexts = tuple(
         # the focus token's leading space stays in the text before it ("the Earth", not "theEarth")
-        ContextRow(c.value, _one_line("".join(c.tokens[: c.focus]) + _leading_space(c.tokens[c.focus])),
-                   visible(c.tokens[c.focus]), _one_line("".join(c.tokens[c.focus + 1:])))
+        ContextRow(value=c.value, before=_one_line("".join(c.tokens[: c.focus]) + _leading_space(c.tokens[c.focus])),
+                   focus=visible(c.tokens[c.focus]), after=_one_line("".join(c.tokens[c.focus + 1:])))
         for c in r.top_contexts
     )
     ctx.emit(LatentRecord(
-        request.request_id, latent=latent, label=label, has_record=True, frequency=r.frequency,
+        request_id=request.request_id, latent=latent, label=label, has_record=True, frequency=r.frequency,
         max_activation=r.max_activation, mean_activation=r.mean_activation, contexts=contexts,
-        promoted=tuple((t.text, t.logit) for t in r.promoted), suppressed=tuple((t.text, t.logit) for t in r.suppressed),
+        promoted=tuple((t.text, t.logit) for t in r.promoted),
+        suppressed=tuple((t.text, t.logit) for t in r.suppressed),
         auto_label=auto, user_label=user,
     ))
 
@@ -154,7 +159,8 @@ def contrast(state: EngineState, request: ContrastSearch, ctx: HandlerContext) -
     ctx.progress(0, 1, f"running {len(texts_a) + len(texts_b)} prompts through the SAE")
     found = contrast_latents(state.sae, state.loaded.model, state.loaded.tokenizer, texts_a, texts_b,
                              top_n=request.top_n, direction="a")
-    ctx.emit(ContrastFound(request.request_id, tuple((c.index, c.mean_a, c.mean_b, c.difference, c.label)
+    ctx.emit(ContrastFound(request_id=request.request_id,
+                           latents=tuple((c.index, c.mean_a, c.mean_b, c.difference, c.label)
                                                      for c in found)))
 
 
@@ -174,7 +180,7 @@ def watch(state: EngineState, request: WatchLatents, ctx: HandlerContext) -> Non
         state.meter.watch(*request.latents)  # validates the range
     else:
         state.meter.unwatch(*request.latents)
-    ctx.emit(WatchedChanged(request.request_id, state.meter.watched))
+    ctx.emit(WatchedChanged(request_id=request.request_id, watched=state.meter.watched))
 
 
 @handles(TrainSae)
@@ -208,7 +214,8 @@ def train(state: EngineState, request: TrainSae, ctx: HandlerContext) -> None:
 
     sae, evaluation = train_sae(loaded, run, run_dir, on_report=report, on_stage=stage, should_stop=ctx.is_cancelled)
     if evaluation is None:  # cancelled: the run folder resumes next time
-        ctx.emit(SaeTrained(request.request_id, str(out), False, str(run_dir)))
+        ctx.emit(SaeTrained(request_id=request.request_id, out=str(out), finished=False, run_dir=str(run_dir),
+                            evaluation={}))
         return
     if request.build_records:
         export_sae(sae, loaded, run, run_dir, out, progress=lambda a, b: stage("feature records", a, b))
@@ -217,8 +224,9 @@ def train(state: EngineState, request: TrainSae, ctx: HandlerContext) -> None:
         record = run_dir / "training_record.json"
         if record.exists():
             write_json_atomic(out / "training_record.json", json.loads(record.read_text()))
-    ctx.emit(SaeTrained(request.request_id, str(out), True, str(run_dir), evaluation.to_dict()))
+    ctx.emit(SaeTrained(request_id=request.request_id, out=str(out), finished=True, run_dir=str(run_dir),
+                        evaluation=evaluation.to_dict()))
     if request.load_when_done:
         _, _, _, messages = load_sae_into(state, str(out))
         ctx.emit(sae_loaded_event(request.request_id, state, messages))
-        ctx.emit(WatchedChanged(request.request_id, state.meter.watched))
+        ctx.emit(WatchedChanged(request_id=request.request_id, watched=state.meter.watched))

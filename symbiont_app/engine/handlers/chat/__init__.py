@@ -1,0 +1,1 @@
+"""Chat: send a message and stream the reply, reset, rewind (``messages`` and ``handler``)."""

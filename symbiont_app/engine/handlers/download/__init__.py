@@ -1,0 +1,1 @@
+"""Model downloads from the hub beside the engine thread (``messages`` and ``handler``)."""

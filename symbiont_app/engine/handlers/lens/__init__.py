@@ -1,0 +1,1 @@
+"""Logit lens and activation patching over the conversation (``messages`` and ``handler``)."""

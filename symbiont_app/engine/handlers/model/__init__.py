@@ -1,0 +1,1 @@
+"""Loading a model and estimating its memory (``messages`` and ``handler``)."""

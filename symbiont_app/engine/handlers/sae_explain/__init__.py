@@ -1,0 +1,1 @@
+"""Auto-interpretation: the loaded model explains a latent, scored by detection (``messages`` and ``handler``)."""

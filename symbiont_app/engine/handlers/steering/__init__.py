@@ -1,0 +1,1 @@
+"""The steering panel: vectors, SAE clamps, presets (``messages`` and ``handler``; the table is ``engine.intervention_table``)."""
