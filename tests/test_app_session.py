@@ -174,14 +174,23 @@ def test_every_message_is_frozen_keyword_only_and_says_what_it_requires():
         LoadModel(1, "default")  # positional: refused
 
 
-def test_engine_and_session_never_import_qt():
+def test_no_third_party_package_brings_qt_or_mlx_in_at_run_time():
+    """What import-linter cannot see. Its contracts (pyproject.toml: the app's layers, the session
+    and engine without Qt, the messages without MLX or Qt, mlx_hooks without Qt) read our own import
+    statements only; a package we import could still import Qt or MLX itself. So: import every
+    feature's messages (no MLX, no Qt loaded), then the session layer and every mlx_hooks module
+    (no Qt loaded), in a fresh interpreter."""
     import subprocess
 
     code = (
         "import sys, pkgutil, importlib\n"
-        "import symbiont_app.engine.handlers, symbiont_app.engine.worker, symbiont_app.session as s\n"
+        "import symbiont_app.engine.handlers as h, symbiont_app.session as s, mlx_hooks\n"
+        "def loaded(*tops): return sorted(m for m in sys.modules if m.split('.')[0] in tops)\n"
+        "for f in pkgutil.iter_modules(h.__path__): importlib.import_module(f'{h.__name__}.{f.name}.messages')\n"
+        "bad = loaded('mlx', 'mlx_lm', 'PySide6', 'pyqtgraph')\n"
         "for m in pkgutil.iter_modules(s.__path__): importlib.import_module('symbiont_app.session.' + m.name)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph')]\n"
+        "for m in pkgutil.iter_modules(mlx_hooks.__path__): importlib.import_module('mlx_hooks.' + m.name)\n"
+        "bad += loaded('PySide6', 'pyqtgraph')\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
