@@ -1,15 +1,15 @@
 """Chat turns: stream a reply token by token; reset the conversation.
 
-Every reply uses ``state.generation_kwargs()`` (steering, clamps, the SAE meter), and
+Every reply uses ``state.generation_kwargs()`` (the intervention table, the SAE meter), and
 re-reads the interventions whenever ``state.revision`` moves while it streams, so a
 live change (a slider, a clamp toggle) acts on the next token.
 """
 
 from __future__ import annotations
 
-from .messages import ChatReset, ChatRewound, ReplyStarted, ResetChat, RewindChat, SendMessage, TokenStep
 from ...registry import HandlerContext, handles
 from ...state import EngineState
+from .messages import ChatReset, ChatRewound, ReplyStarted, ResetChat, RewindChat, SendMessage, TokenStep
 
 TOP_ALTERNATIVES = 20
 """Alternatives (with their text) per token: the temperature panel's bars. Tempering and

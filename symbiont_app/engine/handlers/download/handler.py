@@ -9,9 +9,9 @@ the session queues the ``LoadModel`` itself.
 
 from __future__ import annotations
 
-from .messages import DownloadModel, DownloadPlanned, DownloadStep, ModelDownloaded
 from ...registry import HandlerContext, handles
 from ...state import EngineState
+from .messages import DownloadModel, DownloadPlanned, DownloadStep, ModelDownloaded
 
 
 @handles(DownloadModel)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from mlx_hooks.errors import SymbiontError
 
-from .messages import LensComputed, PatchingComputed, RunLens, RunPatching
 from ...registry import HandlerContext, handles
 from ...state import EngineState
+from .messages import LensComputed, PatchingComputed, RunLens, RunPatching
 
 
 def _model(state: EngineState):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .messages import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded
 from ...registry import HandlerContext, handles
 from ...state import EngineState
+from .messages import EstimateModel, LoadModel, ModelEstimate, ModelInfo, ModelLoaded, ModelUnloaded
 
 
 @handles(EstimateModel)

@@ -13,12 +13,12 @@ from pathlib import Path
 from mlx_hooks.errors import SymbiontError
 
 from ...panel_state import panel_state
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 from .messages import (
     ContextRow, ContrastFound, ContrastSearch, GetLatentRecord, LatentRecord, LoadSae, SaeLoaded, SaeTrained,
     SaeUnloaded, TrainSae, UnloadSae, WatchedChanged, WatchLatents,
 )
-from ...registry import HandlerContext, handles
-from ...state import EngineState
 
 
 def resolve_sae_path(source: str) -> Path:

@@ -23,10 +23,10 @@ import numpy as np
 
 from mlx_hooks.errors import SymbiontError
 
-from .messages import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
 from ...panel_state import panel_state
 from ...registry import HandlerContext, handles
 from ...state import EngineState
+from .messages import GetLatentDensity, LatentDensity, LatentLabelChanged, SetLatentLabel
 
 DENSITY_KEY = "sae_density"
 """``state.extras`` key of the sparse values kept for the loaded SAE."""

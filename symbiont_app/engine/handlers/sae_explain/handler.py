@@ -19,11 +19,11 @@ import numpy as np
 
 from mlx_hooks.errors import SymbiontError
 
-from .messages import ExplainLatent, LatentExplained, ScoredText
 from ...panel_state import panel_state
 from ...registry import HandlerContext, handles
 from ...state import EngineState
 from ..sae_dashboard.handler import _check_latent, sparse_values
+from .messages import ExplainLatent, LatentExplained, ScoredText
 
 EXPLAIN_PROMPT = (
     "Below are text snippets where one internal feature of a language model is active. In each, the token "

@@ -1,7 +1,7 @@
 """Steering vectors and SAE clamps: build, adjust live, switch, remove, export/import presets.
 
-Every entry lives in ``state.table`` (:mod:`symbiont_app.engine.intervention_table`), in the order it was
-added; generation applies its enabled entries in that order. Every change calls
+Every entry lives in ``state.table`` (:mod:`symbiont_app.engine.intervention_table`), in the
+order it was added; generation applies its enabled entries in that order. Every change calls
 ``state.changed()``, so a reply that is streaming picks it up at its next token. Every
 handler answers with the full list (:class:`InterventionsChanged`).
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 from mlx_hooks.errors import SymbiontError
 
 from ...intervention_table import ClampEntry, VectorEntry, clamp_name
+from ...registry import HandlerContext, handles
+from ...state import EngineState
 from .messages import (
     BuildVector, ClampLatent, ExportPreset, ImportPreset, InterventionsChanged, ListInterventions, PresetExported,
     PresetImported, RemoveIntervention, SetEnabled, SetPositions, SetValue, VectorBuilt,
 )
-from ...registry import HandlerContext, handles
-from ...state import EngineState
 
 
 class PanelError(SymbiontError):
