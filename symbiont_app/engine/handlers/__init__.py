@@ -9,6 +9,13 @@ import MLX, mlx-lm or Qt (pyproject.toml). The next panel is one new folder here
 
 Importing this package imports nothing else (so importing a feature's messages loads no
 handler); :func:`import_all` imports every handler module, which registers its handlers.
+
+A new panel: ``<feature>/messages.py`` (``@dataclass(frozen=True, kw_only=True)`` subclasses of
+``protocol.Request`` / ``protocol.Event``, plain values only, no default on a field the sender
+must give), ``<feature>/handler.py`` (``@handles(TheRequest)`` functions of ``(state, request,
+ctx)``), a line in :func:`import_all`; then a Qt-free sub-model in ``symbiont_app/session/``
+that sends the requests and folds the events, and a widget in ``symbiont_app/widgets/`` that
+observes it. Steering-like state the generation must apply goes in ``EngineState.table``.
 """
 
 import functools
