@@ -29,7 +29,13 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..backend import backend_info
 from .model import SAE, SAEConfig
+
+DECODES = ("auto", "sparse", "dense")
+# Fields that change how a step is computed but not what it computes: a checkpoint
+# resumes under other values of them.
+_NOT_IDENTITY = ("decode",)
 
 
 @dataclass
@@ -64,6 +70,18 @@ class TrainConfig:
     """Steps between checkpoints."""
     report_every: int = 50
     """Steps between progress reports."""
+    decode: str = "auto"
+    """How a step reconstructs from the k active latents of each token; the same loss and
+    gradients either way, only the speed differs. ``sparse`` gathers the k decoder rows of
+    each token (``W_dec[index]``, ``[B, k, d_in]``; the gradient is a scatter-add into
+    ``W_dec``); ``dense`` multiplies a ``[B, d_sae]`` latent matrix, zero outside the top k,
+    by ``W_dec`` (matrix products); ``auto`` picks by backend and ``d_sae / k``
+    (:func:`resolve_decode`).
+    Not part of the run's identity: a run resumes under another choice."""
+
+    def __post_init__(self):
+        if self.decode not in DECODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,45 @@ class TrainReport:
     dead_fraction: float
     """Latents that have not fired for ``dead_after_tokens`` tokens."""
     aux_loss: float
+
+
+# The largest d_sae / k (latents per active latent) at which the dense decode is the
+# faster one, per backend. Dense costs three [B, d_sae] x [d_sae, d_in] matrix products
+# per step (the forward, dW_dec, dlatents): 6*B*d_sae*d_in flops, growing with d_sae.
+# Sparse moves [B, k, d_in] floats about a dozen times (the gather, its product with the
+# values, the sum; in the backward the row gradients, the values' gradient reading the
+# rows again, and the scatter-add into W_dec, a read-modify-write per element): ~48*B*k*d_in
+# bytes, growing with k. So the crossover is a d_sae / k ratio set by the backend's flops
+# per byte.
+DENSE_DECODE_MAX_RATIO = {
+    # Measured: benchmarks/sae_train_decode.py, MLX 0.32.4, 2-core x86-64 Linux with OpenBLAS
+    # (d_in 576, a busy machine, medians and bests of 3 rounds): dense/sparse tok/s 1.2-2.0x
+    # at d_sae/k 72 and 144 (d_sae 4608, k 64/32, batch 512/4096), 1.0-1.3x at 128
+    # (8192/64, 16384/128), 0.5-0.8x at 256 and 512 (8192/32, 16384/64, 16384/32).
+    "cpu": 192,
+    # Reasoned, not measured on Apple silicon: there the products run on MLX's Metal GEMM
+    # (~80% of peak) and the gather and scatter-add (native float atomics) are
+    # bandwidth-bound. Apple GPUs have 26-40 fp32 flops per byte of bandwidth (M1 2.6 TFLOP/s
+    # over 68 GB/s .. M2 Max 13.6 over 400), which puts the crossover at d_sae/k ~ 8x that,
+    # 210-320, higher if the gather and atomics reach less of the bandwidth than GEMM of its
+    # peak. 256: dense at the app's default 4608/32 (by that estimate 1.4-2.2x faster),
+    # sparse for 16k+ latents at k 32 (dense 1.6-2.5x slower). Applied to CUDA too, where it
+    # is equally an estimate.
+    "gpu": 256,
+}
+
+
+def resolve_decode(decode: str, d_sae: int, k: int, backend: str | None = None) -> str:
+    """``sparse`` or ``dense``: ``decode`` itself unless it is ``auto``; then dense when
+    ``d_sae / k`` is at most :data:`DENSE_DECODE_MAX_RATIO` of the backend (``cpu``,
+    ``metal``, ``cuda``; default: the one MLX computes on). Re-measure a backend with
+    ``python benchmarks/sae_train_decode.py``."""
+    if decode != "auto":
+        return decode
+    if backend is None:
+        backend = backend_info().backend
+    limit = DENSE_DECODE_MAX_RATIO["cpu" if backend == "cpu" else "gpu"]
+    return "dense" if d_sae <= limit * k else "sparse"
 
 
 def _lr_schedule(config: TrainConfig):
@@ -131,6 +188,7 @@ class TopKTrainer:
         self.last_fired = np.zeros(config.d_sae, dtype=np.int64)  # tokens_seen when each latent last fired
         self._order = self.rows[self.rng.permutation(len(self.rows))]
         self._cursor = 0
+        self.decode = resolve_decode(config.decode, config.d_sae, config.k)  # what this run's steps use
         self._resume()
         self._train_step = self._make_step()
 
@@ -141,9 +199,14 @@ class TopKTrainer:
         k = self.config.k
         index = mx.stop_gradient(mx.argpartition(-pre, k - 1, axis=-1)[:, :k])  # [N, k]
         values = nn.relu(mx.take_along_axis(pre, index, axis=-1))  # [N, k]
-        # Sparse decode: k gathered decoder rows per token instead of a dense
-        # [N, d_sae] @ [d_sae, d_in] product (measured ~4x faster per step on a CPU).
-        recon = (values[..., None] * sae.W_dec[index]).sum(axis=1) + sae.b_dec  # [N, d_in]
+        if self.decode == "dense":
+            # The same k latents as `index` (not `pre >= k-th value`, which lets ties in), so
+            # both decodes train the same latents; the gradient reaches `pre` through the mask.
+            mask = mx.put_along_axis(mx.zeros(pre.shape, dtype=mx.bool_), index, mx.array(True), axis=-1)
+            latents = mx.where(mask, nn.relu(pre), 0.0)  # [N, d_sae]
+            recon = latents @ sae.W_dec + sae.b_dec  # [N, d_in]
+        else:
+            recon = (values[..., None] * sae.W_dec[index]).sum(axis=1) + sae.b_dec  # [N, k, d_in] -> [N, d_in]
         error = x - recon
         mse = (error**2).mean()
         aux = mx.array(0.0)
@@ -187,19 +250,11 @@ class TopKTrainer:
         self, callback: Callable[[TrainReport], None] | None = None, should_stop: Callable[[], bool] | None = None
     ) -> SAE:
         config = self.config
-        scale = self.sae.cfg.input_scale
         while self.step < config.steps:
             if should_stop is not None and should_stop():
                 self.checkpoint()
                 return self.sae
-            x = mx.array(self._next_batch() * scale)
-            dead_mask = self.tokens_seen - self.last_fired >= config.dead_after_tokens
-            dead = mx.array(dead_mask) if dead_mask.any() else None  # no aux work while nothing is dead
-            mse, aux, fvu, l0, fired = self._train_step(x, dead)
-            mx.eval(self.sae.parameters(), self.optimizer.state, mse, aux, fvu, l0, fired)
-            self.tokens_seen += x.shape[0]
-            self.last_fired[np.array(fired)] = self.tokens_seen
-            self.step += 1
+            mse, aux, fvu, l0 = self.advance()
             if callback is not None and (self.step % config.report_every == 0 or self.step == config.steps):
                 callback(TrainReport(
                     self.step, config.steps, self.tokens_seen, float(mse.item()), 1.0 - float(fvu.item()),
@@ -208,6 +263,18 @@ class TopKTrainer:
             if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                 self.checkpoint()
         return self.sae
+
+    def advance(self) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+        """One optimizer step on the next batch, evaluated: ``(mse, aux, fvu, l0)`` scalars."""
+        x = mx.array(self._next_batch() * self.sae.cfg.input_scale)
+        dead_mask = self.tokens_seen - self.last_fired >= self.config.dead_after_tokens
+        dead = mx.array(dead_mask) if dead_mask.any() else None  # no aux work while nothing is dead
+        mse, aux, fvu, l0, fired = self._train_step(x, dead)
+        mx.eval(self.sae.parameters(), self.optimizer.state, mse, aux, fvu, l0, fired)
+        self.tokens_seen += x.shape[0]
+        self.last_fired[np.array(fired)] = self.tokens_seen
+        self.step += 1
+        return mse, aux, fvu, l0
 
     def dead_fraction(self) -> float:
         if self.tokens_seen < self.config.dead_after_tokens:
@@ -248,7 +315,7 @@ class TopKTrainer:
         if not (folder / "state.json").exists():
             return
         state = json.loads((folder / "state.json").read_text())
-        if state["train_config"] != asdict(self.config):
+        if _identity(state["train_config"]) != _identity(asdict(self.config)):
             raise ValueError(
                 f"{folder}: checkpoint was made with a different training config; use a new run folder "
                 f"(checkpoint: {state['train_config']})"
@@ -260,3 +327,7 @@ class TopKTrainer:
         self._order = np.load(folder / "order.npy", allow_pickle=False)
         self.step, self.tokens_seen, self._cursor = state["step"], state["tokens_seen"], state["cursor"]
         self.rng.bit_generator.state = state["rng"]
+
+
+def _identity(train_config: dict) -> dict:
+    return {key: value for key, value in train_config.items() if key not in _NOT_IDENTITY}
