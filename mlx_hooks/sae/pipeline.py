@@ -114,7 +114,8 @@ def train_sae(
             "held_out_eval_tokens": evaluation.tokens, "sink_rows_left_out": round(trainer.outlier_fraction, 6),
         },
         "reports": reports, "evaluation": evaluation.to_dict(),
-        "environment": {"mlx": mx.__version__, "device": str(mx.default_device()), "platform": platform.platform()},
+        "environment": {"mlx": mx.__version__, "device": str(mx.default_device()), "platform": platform.platform(),
+                        "decode": trainer.decode},
         "train_seconds_this_session": round(time.time() - started, 1),
     }
     write_json_atomic(run_dir / "training_record.json", record)
