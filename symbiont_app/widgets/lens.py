@@ -75,6 +75,8 @@ class Heatmap(QWidget):
         self.plot.setLabel("left", row_label)
         self.plot.setLabel("bottom", column_label)
         self.plot.getAxis("bottom").setHeight(52)  # two-line column ticks (position, token) above the axis title
+        for axis in ("left", "bottom"):  # layers and positions are whole numbers: never "(x0.001)", empty or not
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)
         self._row_ticks: list[tuple[float, str]] = []
         self._column_ticks: list[tuple[float, str]] = []
         self.image = pg.ImageItem()
