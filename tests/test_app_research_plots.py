@@ -174,3 +174,30 @@ def test_series_plots_follow_the_tokens(qtbot, tmp_path, monkeypatch):
 
     qtbot.waitUntil(in_view, timeout=10000)  # the view re-fits on its next update (slow on a loaded machine)
     window.close()
+
+
+def test_every_visible_dock_tab_bar_is_one_group_of_tabbed_panels(qtbot, tmp_path, monkeypatch):
+    """No stale second row of tabs (Qt can leave an earlier tabbing state's bar behind), also after Reset layout."""
+    monkeypatch.setenv("SYMBIONT_CONFIG_DIR", str(tmp_path / "config"))
+    from PySide6.QtWidgets import QTabBar
+    from test_app_widgets import FakeEngine
+
+    from symbiont_app.gui import build_window
+
+    window = build_window("fake-model", worker_factory=FakeEngine)
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    qtbot.waitExposed(window)
+
+    def visible_bars():
+        return sorted(tuple(sorted(bar.tabText(i) for i in range(bar.count())))
+                      for bar in window.findChildren(QTabBar) if bar.parent() is window and bar.isVisible())
+
+    groups = {tuple(sorted({d.windowTitle()} | {o.windowTitle() for o in window.tabifiedDockWidgets(d)}))
+              for d in window.docks.values()}
+    assert len(groups) == 2 and visible_bars() == sorted(groups)
+    window.reset_layout()
+    qtbot.wait(50)
+    assert visible_bars() == sorted(groups)
+    window.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout, QWidget,
+    QDockWidget, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QTabBar, QVBoxLayout, QWidget,
 )
 
 from .bridge import EngineBridge
@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
 
         self.actions_by_name = build_menus(self)
         self._restore_layout()
+        self._hide_stale_tab_bars()
         # Recent models/files are written soon after they change, not only at exit (a crash keeps them).
         self._save_soon = Coalescer(self.save_settings, 1000, self)
         self._unsubscribe = [self.session.models.subscribe(self._on_models), self.session.subscribe(self._on_session),
@@ -146,6 +147,21 @@ class MainWindow(QMainWindow):
             dock.setFloating(False)
             dock.show()
         self.restoreState(self._first_start_state)
+        self._hide_stale_tab_bars()
+
+    def _hide_stale_tab_bars(self) -> None:
+        """Hide dock tab bars that no group of tabbed docks uses any more.
+
+        Qt (seen with PySide6 6.x) can leave the tab bar of an earlier tabbing state behind
+        when a third dock joins a group: the layout stops managing it, but it is still a
+        child of the window and shows up on ``show()`` as a second, stale row of tabs.
+        A tab bar in use shows exactly the titles of one group; any other is stale.
+        """
+        groups = [{dock.windowTitle()} | {other.windowTitle() for other in self.tabifiedDockWidgets(dock)}
+                  for dock in self.docks.values()]
+        for bar in self.findChildren(QTabBar):
+            if bar.parent() is self and {bar.tabText(i) for i in range(bar.count())} not in groups:
+                bar.hide()
 
     def export_conversation(self, path):
         """Write the conversation (``.md`` or ``.json``); a problem goes to the error bar. Returns the path or None."""
