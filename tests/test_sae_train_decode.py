@@ -96,3 +96,12 @@ def test_auto_decode_by_backend_and_latents_per_active_latent():
         assert resolve_decode("auto", 4608, 32) == "dense" and resolve_decode("auto", 16384, 32) == "sparse"
     with pytest.raises(ValueError, match="decode must be one of auto, sparse, dense"):
         TrainConfig(decode="gather")
+
+
+def test_auto_decode_follows_the_device_mlx_computes_on(monkeypatch):
+    # d_sae / k = 224: past the CPU backend's limit (192), within a GPU's (256).
+    monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.cpu, 0))
+    assert resolve_decode("auto", 7168, 32) == "sparse"
+    monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.gpu, 0))
+    monkeypatch.setattr(mx, "device_info", lambda *a, **k: {"device_name": "Apple M2 Max"})
+    assert resolve_decode("auto", 7168, 32) == "dense"
