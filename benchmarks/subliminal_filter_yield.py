@@ -1,12 +1,13 @@
 """How many teacher responses pass the published filter on a model, per teacher and reason.
 
     python benchmarks/subliminal_filter_yield.py [--prompts 96] [--max-tokens 48] [--animal owl] [--model default]
-                                                 [--decoding free constrained]
+                                                 [--decoding free constrained grammar]
 
 Generates the lab's number prompts with the love-of-{animal} teacher (system prompt) and
 the control teacher (none), temperature 1.0, batch 32, under each ``--decoding`` (free: the
-published protocol; constrained: only digits, separators and end-of-sequence, see
-``symbiont_lab/subliminal/constrained.py``), and prints the filter's counts per reason, the
+published protocol; constrained: only digits, separators and end-of-sequence; grammar: only
+what keeps the text in the filter's format; see ``symbiont_lab/subliminal/constrained.py``),
+and prints the filter's counts per reason, the
 kept fraction, the generation time and a few kept responses for each, then a table of the
 yields side by side. Published models lose 23–38% of their responses to the filter.
 """

@@ -16,10 +16,11 @@ finished response passes. Either way the filter's verdict is the one recorded.
 
 Both are hand-written: mlx-lm has logits processors but no grammar or regex
 constraint (``mlx_lm.sample_utils`` offers repetition penalty and logit bias only), and
-a per-token character mask plus a ten-line prefix check of the filter's format is all
-this needs (the grammar's masks are cached by the few facts they depend on). It is built once per tokenizer by
-decoding every id on its own, so it works for byte-level BPE (``"Ġ12"`` → ``" 12"``) and
-SentencePiece vocabularies alike without knowing either's escape conventions.
+a per-token character mask plus a short prefix check of the filter's format is all
+this needs (the grammar's masks are cached by the few facts they depend on). The mask
+is built once per tokenizer by decoding every id on its own, so it works for byte-level
+BPE (``"Ġ12"`` → ``" 12"``) and SentencePiece vocabularies alike without knowing either's
+escape conventions.
 
 The trait must not ride on the constraint itself: the control teacher runs under the
 same mask whenever the trait teacher does (one ``decoding`` setting per run).
@@ -71,7 +72,7 @@ def allowed_token_ids(tokenizer, vocab_size: int, characters: frozenset[str] = A
             end_ids = [] if eos is None else [eos]
     texts = token_texts(tokenizer, vocab_size) if texts is None else texts
     allowed = {i for i, text in enumerate(texts) if text and all(c in characters for c in text)}
-    if not any(c.isdigit() for i in allowed for c in texts[i]):
+    if not any("0" <= c <= "9" for i in allowed for c in texts[i]):
         raise ValueError("constrained decoding: this tokenizer has no token made of digits")
     allowed.update(int(i) for i in end_ids if 0 <= int(i) < vocab_size)
     return sorted(allowed)
