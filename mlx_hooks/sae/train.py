@@ -112,9 +112,9 @@ class TrainReport:
 # per byte.
 DENSE_DECODE_MAX_RATIO = {
     # Measured: benchmarks/sae_train_decode.py, MLX 0.32.4, 2-core x86-64 Linux with OpenBLAS
-    # (d_in 576, a busy machine, medians and bests of 3 rounds): dense/sparse tok/s 1.2-2.0x
+    # (d_in 576, a busy machine; medians of 3 rounds, two runs): dense/sparse tok/s 1.1-3.0x
     # at d_sae/k 72 and 144 (d_sae 4608, k 64/32, batch 512/4096), 1.0-1.3x at 128
-    # (8192/64, 16384/128), 0.5-0.8x at 256 and 512 (8192/32, 16384/64, 16384/32).
+    # (8192/64, 16384/128), 0.4-0.8x at 256 and 512 (8192/32, 16384/64, 16384/32).
     "cpu": 192,
     # Reasoned, not measured on Apple silicon: there the products run on MLX's Metal GEMM
     # (~80% of peak) and the gather and scatter-add (native float atomics) are
