@@ -62,6 +62,7 @@ HOW_TO_GET_PEERS = (
     "  torch, transformers, transformer-lens, nnsight and sae-lens, e.g. (Linux x86_64, CPU torch needs 3.11 here):\n"
     "    python3.11 -m venv ~/peers-venv && ~/peers-venv/bin/pip install torch transformers transformer-lens "
     "nnsight sae-lens\n"
+    "  (on Linux, a CPU-only torch: pip install torch --index-url https://download.pytorch.org/whl/cpu)\n"
     "  (or `pip install '.[peers]'` into a Python that has a torch wheel). Symbiont's own figures follow.")
 
 
