@@ -68,6 +68,32 @@ def test_plain_generation_equals_mlx_lm_greedy(model, tokenizer, prompt_tokens):
     assert "".join(s.text for s in steps) == tokenizer.decode(reference)
 
 
+def test_a_bfloat16_model_streams_float32_logprobs_and_mlx_lm_greedy_tokens(tokenizer, prompt_tokens, monkeypatch):
+    """The upcast happens inside the step's graph (no op queued behind the next forward): the step's
+    log-probabilities are float32 and equal the float32 log-softmax of the model's own logits, and
+    the greedy tokens are mlx-lm's."""
+    from mlx_hooks.generate import _float32_logits
+
+    model = make_untied_llama()
+    model.set_dtype(mx.bfloat16)
+    reference = _reference_tokens(model, tokenizer, prompt_tokens)
+    import mlx_hooks.generate as generate
+
+    seen, make_step = [], generate._make_step
+    monkeypatch.setattr(generate, "_make_step", lambda i, p, response, *a: seen.append(response.logprobs.dtype)
+                        or make_step(i, p, response, *a))
+    steps = list(hooked_stream_generate(model, tokenizer, prompt_tokens, max_tokens=N_TOKENS, keep_logprobs=True))
+    assert [s.token for s in steps] == reference
+    assert seen == [mx.float32] * N_TOKENS  # already float32 as mlx-lm hands them over: no upcast after the step
+    assert all(s.logprobs.dtype == np.float32 for s in steps)
+    expected = _logprobs(model, prompt_tokens + reference[:-1])[len(prompt_tokens) - 1:]  # [N, V]
+    assert np.abs(np.stack([s.logprobs for s in steps]) - expected).max() < 2e-2  # bf16 forward, float32 head
+    logits = mx.array([[1.0, 3.0, 2.0]], dtype=mx.bfloat16)
+    assert _float32_logits(None, logits).dtype == mx.float32
+    same = mx.array([[1.0, 2.0]])
+    assert _float32_logits(None, same) is same  # float32 logits pass through untouched
+
+
 def test_generation_with_captures_equals_mlx_lm_greedy(model, tokenizer, prompt_tokens):
     reference = _reference_tokens(model, tokenizer, prompt_tokens)
     steps = list(hooked_stream_generate(model, tokenizer, prompt_tokens, max_tokens=N_TOKENS,
