@@ -141,7 +141,13 @@ class ModelAdapter:
 
     def logits(self, residual):  # [..., D] -> [..., V]
         """What the model's own head makes of a residual: final norm, unembedding, soft cap."""
-        out = self.unembed(self.final_norm(residual))
+        return self.head(self.final_norm(residual))
+
+    def head(self, normed):  # [..., D] -> [..., V]
+        """The model's head after its final norm (unembedding, soft cap): ``head(backbone(x))``
+        is ``model(x)``; applied to a few positions only, it skips the vocabulary-wide work
+        at the rest."""
+        out = self.unembed(normed)
         cap = self.dims.final_logit_softcap
         if cap:
             out = mx.tanh(out / cap) * cap

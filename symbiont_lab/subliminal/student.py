@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 import mlx.optimizers as optim
 
 from mlx_hooks.errors import SymbiontError
@@ -251,23 +252,62 @@ def learning_rate_schedule(config: LoRAConfig, steps: int):
                                 [warm])
 
 
-def answer_only_loss(model, batch, lengths):
-    """mlx-lm's ``default_loss`` with its mask's upper bound made exclusive.
+def answer_only_loss(model, batch, lengths, positions=None, weights=None):
+    """mlx-lm's ``default_loss`` with its mask's upper bound made exclusive, and the head run
+    only where the loss is counted.
 
     mlx-lm 0.32 masks targets ``offset <= index <= length``: index ``length`` is the first
     padding column, so every row is also trained to predict token id 0 after its end
     (reported upstream as ml-explore/mlx-lm PR #1697). With ``mask_prompt`` that pad
     target is a sizeable share of a short number answer, so we count ``index < length``.
+
+    ``positions`` / ``weights`` (``[B, A]``, from :func:`answer_positions`, passed by the
+    trainer's batch iterator) name the target columns the mask keeps. The unembedding and the
+    vocabulary-wide log-softmax then run at those columns only, not at every prompt and
+    padding column whose loss the mask would zero: the same loss and gradients, and on the
+    subliminal lab's chat records (a long prompt, a short number answer) most of the head's
+    work is skipped (mlx-lm's loss has no such option: it calls ``model(inputs)``).
     """
     import mlx.nn as nn
 
     inputs, targets = batch[:, :-1], batch[:, 1:]
+    if positions is not None:
+        from mlx_hooks.points import ModelAdapter
+
+        adapter = ModelAdapter(model)
+        hidden = adapter.backbone(inputs)  # [B, L, D], after the final norm
+        hidden = mx.take_along_axis(hidden, positions[..., None], axis=1)  # [B, A, D]
+        logits = adapter.head(hidden)  # [B, A, V]
+        ce = nn.losses.cross_entropy(logits, mx.take_along_axis(targets, positions, axis=1)) * weights
+        ntoks = weights.sum()
+        return ce.astype(mx.float32).sum() / ntoks, ntoks
     logits = model(inputs)  # [B, L, V]
     steps = mx.arange(1, targets.shape[1] + 1)  # index of each target in the unshifted row
     mask = mx.logical_and(steps >= lengths[:, 0:1], steps < lengths[:, 1:])
     ce = nn.losses.cross_entropy(logits, targets) * mask
     ntoks = mask.sum()
     return ce.astype(mx.float32).sum() / ntoks, ntoks
+
+
+def answer_positions(lengths: np.ndarray, width: int, bucket: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The target columns :func:`answer_only_loss` counts, per row: ``(positions, weights)``,
+    int32 and float32 ``[B, A]``.
+
+    ``lengths`` is mlx-lm's ``[B, 2]`` (offset, length) per row; ``width`` the number of target
+    columns. Row ``b`` counts columns ``j`` with ``offset <= j + 1 < length``. ``A`` is the
+    longest row's count rounded up to ``bucket`` (at most ``width``), so mlx-lm's compiled
+    step sees few distinct shapes; the padding repeats a counted column with weight 0.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
+    lo = np.maximum(lengths[:, 0] - 1, 0)
+    hi = np.minimum(lengths[:, 1] - 1, width)
+    counts = np.maximum(hi - lo, 0)
+    a = int(min(width, max(1, -(-int(counts.max(initial=0)) // bucket) * bucket)))
+    steps = np.arange(a)[None, :]  # [1, A]
+    valid = steps < counts[:, None]  # [B, A]
+    positions = np.where(valid, lo[:, None] + steps, np.maximum(lo, 0)[:, None])
+    positions = np.minimum(positions, width - 1)
+    return positions.astype(np.int32), valid.astype(np.float32)
 
 
 class ClippedAdam(optim.Adam):
@@ -287,5 +327,5 @@ class ClippedAdam(optim.Adam):
 from .student_train import load_student, train_student  # noqa: E402  (re-exported: the public entry points)
 
 __all__ = ["LoRAConfig", "TrainResult", "StudentError", "train_student", "load_student", "add_lora", "strip_lora",
-           "load_chat_datasets", "ADAPTER_CONFIG", "ADAPTERS_FILE", "Checkpoint", "dataset_digest",
+           "load_chat_datasets", "answer_only_loss", "answer_positions", "ADAPTER_CONFIG", "ADAPTERS_FILE", "Checkpoint", "dataset_digest",
            "load_adapter_weights", "read_checkpoint", "write_adapters", "write_checkpoint"]

@@ -17,6 +17,7 @@ from .student import (
     TrainResult,
     add_lora,
     answer_only_loss,
+    answer_positions,
     as_loaded,
     has_lora,
     learning_rate_schedule,
@@ -48,7 +49,9 @@ def isolated_batches(seed: int, skip: int):
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, seed_=None, comm_group=None, **kwargs):
         if not loop:  # validation: order does not matter
-            yield from iterate_batches(dataset, batch_size, max_seq_length, loop=False, comm_group=comm_group)
+            for batch, lengths in iterate_batches(dataset, batch_size, max_seq_length, loop=False,
+                                                  comm_group=comm_group):
+                yield with_answer_positions(batch, lengths)
             return
         inner = iterate_batches(dataset, batch_size, max_seq_length, loop=True, seed=seed, comm_group=comm_group)
         private = None
@@ -63,9 +66,16 @@ def isolated_batches(seed: int, skip: int):
             if skipped < skip:
                 skipped += 1
                 continue
-            yield item
+            yield with_answer_positions(*item)
 
     return iterate
+
+
+def with_answer_positions(batch: mx.array, lengths: mx.array) -> tuple[mx.array, ...]:
+    """mlx-lm's ``(batch, lengths)`` plus the columns :func:`answer_only_loss` counts (its
+    ``positions``, ``weights``), computed on the host from the lengths mlx-lm built there."""
+    positions, weights = answer_positions(np.array(lengths), batch.shape[1] - 1)
+    return batch, lengths, mx.array(positions), mx.array(weights)
 
 
 def _check_resume(ckpt: Checkpoint, config: LoRAConfig, digest: str, adapter_dir: Path) -> None:
