@@ -1,6 +1,6 @@
 """Every supported architecture family: the hook invariants' errors and the cost of hooking.
 
-    python benchmarks/architectures.py [--tokens 48] [--rounds 3] [--hidden 512] [--layers 6]
+    python benchmarks/architectures.py [--tokens 48] [--rounds 5] [--hidden 512] [--layers 6]
 
 Part 1, on tiny random models (tests/tiny_models.py): the max absolute error of each
 invariant the test matrix (tests/test_architectures.py) asserts —
@@ -10,7 +10,8 @@ lens(last resid_post) vs the model's log-probabilities; streamed capture vs a fu
 Part 2, on random models of the same families at realistic per-token widths
 (``--hidden``, ``--layers``, vocab 32000): greedy decode tok/s of mlx-lm's own
 ``stream_generate`` (plain) and of ``hooked_stream_generate`` capturing every hook point
-at every token (hooked-full), rounds interleaved, and their ratio (hooked ÷ plain).
+at every token (hooked-full): medians after a warm-up round, and the median of each round's
+hooked ÷ plain (the two back to back, their order alternating).
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def invariant_errors(arch: str, tokenizer) -> dict[str, float]:
     return errors
 
 
-def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, rounds: int) -> tuple[float, float]:
+def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, rounds: int) -> tuple[float, float, float]:
+    """(plain tok/s, hooked-full tok/s, ratio): medians over ``rounds`` after one warm-up round;
+    the ratio is the median of each round's hooked ÷ plain, the two runs of a round back to back
+    and their order alternating, so load that drifts between rounds cancels."""
     model = make_model(arch, config=scaled_config(arch, hidden, layers, vocab=32000), embed_scale=1.0)
     points = hook_points(model)
 
@@ -88,18 +92,29 @@ def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, ro
         times = [time.perf_counter() for _ in stream]
         return (len(times) - 1) / (times[-1] - times[0])
 
+    def plain_run() -> float:
+        return timed(stream_generate(model, tokenizer, mx.array(TOKENS), max_tokens=tokens, sampler=make_sampler(0.0)))
+
+    def hooked_run() -> float:
+        return timed(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=tokens, capture=points))
+
+    plain_run(), hooked_run()  # warm-up: first-call allocations and lazy imports
     plain, hooked_full = [], []
-    for _ in range(rounds):
-        plain.append(timed(stream_generate(model, tokenizer, mx.array(TOKENS), max_tokens=tokens,
-                                           sampler=make_sampler(0.0))))
-        hooked_full.append(timed(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=tokens, capture=points)))
-    return statistics.median(plain), statistics.median(hooked_full)
+    for round_ in range(rounds):
+        if round_ % 2:
+            hooked_full.append(hooked_run())
+            plain.append(plain_run())
+        else:
+            plain.append(plain_run())
+            hooked_full.append(hooked_run())
+    ratio = statistics.median(h / p for h, p in zip(hooked_full, plain))
+    return statistics.median(plain), statistics.median(hooked_full), ratio
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--only", nargs="*", default=None, help="architectures to run (default: all)")
@@ -111,9 +126,9 @@ def main() -> int:
           + f"{'plain tok/s':>13s}{'hooked tok/s':>14s}{'ratio':>7s}")
     for arch in args.only or ARCHITECTURES:
         errors = invariant_errors(arch, tokenizer)
-        plain, full = decode_speed(arch, tokenizer, args.hidden, args.layers, args.tokens, args.rounds)
+        plain, full, ratio = decode_speed(arch, tokenizer, args.hidden, args.layers, args.tokens, args.rounds)
         print(f"{arch:13s}" + "".join(f"{errors[n]:11.1e}" for n in names)
-              + f"{plain:13.1f}{full:14.1f}{full / plain:7.2f}", flush=True)
+              + f"{plain:13.1f}{full:14.1f}{ratio:7.2f}", flush=True)
     return 0
 
 
