@@ -83,6 +83,10 @@ class ActivationRecorder:
     # -- writing (called from hooks, inside the forward) --------------------------
     def record(self, point: str, x: mx.array, start: int) -> None:
         chunks = self._chunks.setdefault(point, [])
+        if self.config.budget_bytes is None and (not chunks or chunks[-1].start + chunks[-1].length <= start):
+            # The common case, once per point per decode step: an append with no budget to check.
+            self._append(chunks, _Chunk(start=start, data=x, dtype=x.dtype))
+            return
         # A re-run over positions already held (e.g. a cache rewound for a new turn)
         # replaces them: history is by position, not by call.
         replaced = 0
@@ -106,13 +110,15 @@ class ActivationRecorder:
                 break
             self._total -= last.nbytes
             chunks.pop()
-        chunk = _Chunk(start=start, data=x, dtype=x.dtype)  # x: [B, L, D]
+        self._append(chunks, _Chunk(start=start, data=x, dtype=x.dtype))  # x: [B, L, D]
+        if budget is not None and self._total > budget:
+            self._drop_oldest(budget)
+
+    def _append(self, chunks: list[_Chunk], chunk: _Chunk) -> None:
         chunks.append(chunk)
         self._total += chunk.nbytes
         if self.config.storage == "host":
             self._device_tail.append(chunk)
-        if budget is not None and self._total > budget:
-            self._drop_oldest(budget)
 
     def _replace_data(self, chunk: _Chunk, start: int, data) -> None:
         self._total += int(data.nbytes) - chunk.nbytes

@@ -189,7 +189,8 @@ class _StepActivations:
         else:  # no row kept for this position: one transfer of the recorder's arrays
             flat = mx.concatenate([a.reshape(-1) for a in self.mlx().values()])
             host = np.array(flat if flat.dtype == mx.float32 else flat.astype(mx.float32))
-        return dict(zip(self.session.row_points, np.split(host, np.cumsum(self.widths)[:-1])))
+        ends = np.cumsum(self.widths).tolist()  # slices, not np.split: a few µs a point less per token
+        return {p: host[end - width:end] for p, width, end in zip(self.session.row_points, self.widths, ends)}
 
 
 def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts, step_activations, readers,
