@@ -58,3 +58,15 @@ def test_loss_and_gradients_equal_the_full_head(arch):
     scale = max(float(mx.abs(g).max()) for g in full_g.values())
     worst = max(float(mx.abs(full_g[k] - sparse_g[k]).max()) for k in full_g)
     assert worst <= 1e-4 * scale, f"{arch}: gradient differs by {worst} (largest gradient {scale})"
+
+
+def test_student_modules_import_in_either_order():
+    import subprocess
+    import sys
+
+    for first, second in (("student_train", "student"), ("student", "student_train")):
+        code = (f"import symbiont_lab.subliminal.{first}; import symbiont_lab.subliminal.{second}; "
+                "from symbiont_lab.subliminal.student import train_student, load_student; "
+                "from symbiont_lab.subliminal.student_train import train_student as t; assert t is train_student")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-800:]

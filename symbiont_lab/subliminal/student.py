@@ -324,7 +324,15 @@ class ClippedAdam(optim.Adam):
         return super().apply_gradients(gradients, parameters)
 
 
-from .student_train import load_student, train_student  # noqa: E402  (re-exported: the public entry points)
+def __getattr__(name: str):
+    # The public entry points live in student_train, which imports this module: re-exported
+    # lazily, so importing either module first works (an eager import here was circular).
+    if name in ("train_student", "load_student"):
+        from . import student_train
+
+        return getattr(student_train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LoRAConfig", "TrainResult", "StudentError", "train_student", "load_student", "add_lora", "strip_lora",
            "load_chat_datasets", "answer_only_loss", "answer_positions", "ADAPTER_CONFIG", "ADAPTERS_FILE", "Checkpoint", "dataset_digest",
