@@ -19,8 +19,15 @@ from symbiont_app.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The CLI as a terminal starts it: with Python's Ctrl-C handler. A process started in the
+# background by a non-interactive shell (as a CI runner may start pytest) inherits SIGINT
+# *ignored*, and Python then installs no handler, so the SIGINT test would wait forever.
+_AS_FROM_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "sys.argv[0] = 'symbiont'; runpy.run_module('symbiont_app.cli', run_name='__main__')")
+
+
 def _symbiont(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "symbiont_app.cli", *args], cwd=ROOT, env=dict(os.environ),
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, *args], cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
