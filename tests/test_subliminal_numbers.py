@@ -361,3 +361,11 @@ def test_the_shared_prefix_is_prefilled_once_and_rows_start_after_it(tiny, few_p
     inserted.clear()
     assert dict(generate_responses(tiny, owl, few_prompts, max_tokens=6, temperature=0, share_prefix=False)) == shared
     assert [ids for ids, _ in inserted] == full
+
+
+def test_the_shared_prefix_is_on_by_default_on_the_cpu_only():
+    from symbiont_lab.subliminal.numbers import default_share_prefix
+
+    assert default_share_prefix(mx.Device(mx.cpu)) is True
+    assert default_share_prefix(mx.Device(mx.gpu)) is False
+    assert default_share_prefix() is (mx.default_device().type != mx.gpu)
