@@ -137,7 +137,11 @@ temperature view that re-samples the distribution without re-running the model).
         mx.random.seed(sampling.seed)
     wants_activations = bool(session.capture_points) and (step_activations or readers)
     session.keep_last_position = wants_activations
-    widths = [session.adapter.width(p) for p in session.row_points]
+    # Where each captured point sits in a step's row, fixed for the whole generation.
+    slices, end = {}, 0
+    for point in session.row_points:
+        slices[point] = slice(end, end + session.adapter.width(point))
+        end = slices[point].stop
 
     with session.attached():
         responses = stream_generate(
@@ -152,7 +156,7 @@ temperature view that re-samples the distribution without re-running the model).
             session.check_finite()  # an intervention that broke the numbers stops here, not as garbage text
             step = _make_step(
                 index, position, response, tokenizer, sampling, top_k,
-                _StepActivations(session, position - 1, row, widths) if wants_activations else None,
+                _StepActivations(session, position - 1, row, slices) if wants_activations else None,
                 step_activations, readers, keep_logprobs,
             )
             session.recorder.settle()
@@ -177,8 +181,8 @@ def _float32_logits(tokens: mx.array, logits: mx.array) -> mx.array:  # [B, V] -
 class _StepActivations:
     """The captured points at one position, as MLX arrays for readers and as host arrays for the step."""
 
-    def __init__(self, session: HookSession, position: int, row: mx.array | None, widths: list[int]):
-        self.session, self.position, self.row, self.widths = session, position, row, widths
+    def __init__(self, session: HookSession, position: int, row: mx.array | None, slices: dict[str, slice]):
+        self.session, self.position, self.row, self.slices = session, position, row, slices
 
     def mlx(self) -> dict[str, mx.array]:  # point -> [D]
         return {p: self.session.recorder.at(p, self.position)[0] for p in self.session.row_points}
@@ -189,8 +193,7 @@ class _StepActivations:
         else:  # no row kept for this position: one transfer of the recorder's arrays
             flat = mx.concatenate([a.reshape(-1) for a in self.mlx().values()])
             host = np.array(flat if flat.dtype == mx.float32 else flat.astype(mx.float32))
-        ends = np.cumsum(self.widths).tolist()  # slices, not np.split: a few µs a point less per token
-        return {p: host[end - width:end] for p, width, end in zip(self.session.row_points, self.widths, ends)}
+        return {p: host[where] for p, where in self.slices.items()}  # [D_p] views of the row
 
 
 def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts, step_activations, readers,
