@@ -20,9 +20,9 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from mlx_hooks.backend import reexec_with_fast_blas  # noqa: E402
@@ -35,6 +35,7 @@ from mlx_lm.generate import stream_generate  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from conftest import make_byte_tokenizer  # noqa: E402
+from hooks_overhead import decode_tps  # noqa: E402
 from mlx_hooks import hook_points, hooked, hooked_stream_generate  # noqa: E402
 from mlx_hooks.activation_cache import ActivationRecorder  # noqa: E402
 from mlx_hooks.backend import backend_info  # noqa: E402
@@ -88,15 +89,11 @@ def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, ro
     model = make_model(arch, config=scaled_config(arch, hidden, layers, vocab=32000), embed_scale=1.0)
     points = hook_points(model)
 
-    def timed(stream) -> float:
-        times = [time.perf_counter() for _ in stream]
-        return (len(times) - 1) / (times[-1] - times[0])
-
     def plain_run() -> float:
-        return timed(stream_generate(model, tokenizer, mx.array(TOKENS), max_tokens=tokens, sampler=make_sampler(0.0)))
+        return decode_tps(stream_generate(model, tokenizer, mx.array(TOKENS), max_tokens=tokens, sampler=make_sampler(0.0)))
 
     def hooked_run() -> float:
-        return timed(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=tokens, capture=points))
+        return decode_tps(hooked_stream_generate(model, tokenizer, TOKENS, max_tokens=tokens, capture=points))
 
     plain_run(), hooked_run()  # warm-up: first-call allocations and lazy imports
     plain, hooked_full = [], []

@@ -31,7 +31,7 @@ from mlx_lm.generate import stream_generate  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from conftest import make_byte_tokenizer  # noqa: E402
-from hooks_overhead import decode_tps  # noqa: E402
+from hooks_overhead import interleaved_rounds  # noqa: E402
 from mlx_hooks import hook_points, hooked_stream_generate  # noqa: E402
 from mlx_hooks.backend import backend_info  # noqa: E402
 from scale import PROMPT, SHAPES, build, shape_config  # noqa: E402
@@ -59,11 +59,7 @@ def main() -> int:
     for name, capture in sets.items():
         variants[name] = (lambda capture=capture: hooked_stream_generate(model, tokenizer, PROMPT,
                                                                           max_tokens=args.tokens, capture=capture))
-    decode_tps(variants["plain"]())  # warm-up
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, make in variants.items():
-            results[name].append(decode_tps(make()))
+    results = interleaved_rounds(variants, args.rounds)
     medians = {name: statistics.median(v) for name, v in results.items()}
     plain_ms = 1000 / medians["plain"]
     print(f"{args.shape} shape, {dtype_name}, {args.tokens} tokens x {args.rounds} rounds; plain step {plain_ms:.2f} ms")

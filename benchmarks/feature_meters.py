@@ -20,7 +20,7 @@ from mlx_hooks.backend import reexec_with_fast_blas  # noqa: E402
 
 reexec_with_fast_blas()
 
-from hooks_overhead import PROMPT, decode_tps  # noqa: E402
+from hooks_overhead import PROMPT, interleaved_rounds  # noqa: E402
 from mlx_hooks.backend import backend_info  # noqa: E402
 from mlx_hooks.generate import hooked_stream_generate  # noqa: E402
 from mlx_hooks.loader import load_model  # noqa: E402
@@ -56,11 +56,7 @@ def main() -> int:
     }
     print(backend_info().summary())
     print(f"model {loaded.name} ({loaded.runtime_dtype}); SAE {sae.cfg.sae_id} ({sae.cfg.d_sae} latents at {sae.cfg.hook_point})")
-    decode_tps(variants["hooked"]())  # warm-up
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, make in variants.items():
-            results[name].append(decode_tps(make()))
+    results = interleaved_rounds(variants, args.rounds)
     if not readings or not readings[-1].top:
         raise SystemExit("the meters produced no readings")
     medians = {name: statistics.median(v) for name, v in results.items()}

@@ -48,6 +48,18 @@ def decode_tps(stream) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
+def interleaved_rounds(variants: dict, rounds: int) -> dict[str, list[float]]:
+    """Decode tok/s of every variant (name -> a function starting a fresh stream), one untimed
+    warm-up of the first variant, then ``rounds`` rounds with the variants back to back, so
+    machine noise hits all of them alike."""
+    decode_tps(next(iter(variants.values()))())  # warm-up
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, make in variants.items():
+            results[name].append(decode_tps(make()))
+    return results
+
+
 def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
     """Bytes/s of memory reads with every core summing its own slice (numpy releases the GIL)."""
     workers = os.cpu_count() or 1
@@ -82,11 +94,7 @@ def main() -> int:
     }
     print(backend_info().summary())
     print(f"model: {loaded.name}, runtime dtype {loaded.runtime_dtype}, {args.tokens} tokens x {args.rounds} rounds")
-    decode_tps(variants["plain"]())  # warm-up
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, make in variants.items():
-            results[name].append(decode_tps(make()))
+    results = interleaved_rounds(variants, args.rounds)
     medians = {name: statistics.median(v) for name, v in results.items()}
     for name, value in medians.items():
         runs = ", ".join(f"{v:.1f}" for v in results[name])
