@@ -84,25 +84,24 @@ def main() -> None:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     warmup = args.warmup == "on" or (args.warmup == "auto" and mx.default_device() == mx.gpu)
     with teacher_context(spec, loaded) as teacher:
+        # (name, prompts run, a function running them) in the order printed; rows[0] is the baseline
+        variants = [
+            ("stream_generate", single, lambda: run_stream_generate(loaded, teacher, single, args.max_tokens)),
+            ("batch=1", single, lambda: run_lab(loaded, spec, single, args.max_tokens, 1)),
+            *[(f"batch={b}", prompts, lambda b=b: run_lab(loaded, spec, prompts, args.max_tokens, b)) for b in sizes],
+            (f"batch={sizes[-1]} no-prefix", prompts,
+             lambda: run_lab(loaded, spec, prompts, args.max_tokens, sizes[-1], share_prefix=False)),
+        ]
         run_lab(loaded, spec, prompts[:2], 4, 2)  # warm-up (first-call allocations)
         if warmup:
             # Measured on an H200: without this the first variant to meet each shape paid ~80 s of
             # kernel compilation, so the ratios depended on the order of the variants.
-            run_stream_generate(loaded, teacher, single, args.max_tokens)
-            run_lab(loaded, spec, single, args.max_tokens, 1)
-            for b in sizes:
-                run_lab(loaded, spec, prompts, args.max_tokens, b)
-            run_lab(loaded, spec, prompts, args.max_tokens, sizes[-1], share_prefix=False)
+            for _, _, run in variants:
+                run()
         rows = []
-        elapsed, texts, tokens = run_stream_generate(loaded, teacher, single, args.max_tokens)
-        rows.append(("stream_generate", len(single), elapsed, tokens, texts))
-        elapsed, texts, tokens = run_lab(loaded, spec, single, args.max_tokens, 1)
-        rows.append(("batch=1", len(single), elapsed, tokens, texts))
-        for b in sizes:
-            elapsed, texts, tokens = run_lab(loaded, spec, prompts, args.max_tokens, b)
-            rows.append((f"batch={b}", len(prompts), elapsed, tokens, texts))
-        elapsed, texts, tokens = run_lab(loaded, spec, prompts, args.max_tokens, sizes[-1], share_prefix=False)
-        rows.append((f"batch={sizes[-1]} no-prefix", len(prompts), elapsed, tokens, texts))
+        for name, ran, run in variants:
+            elapsed, texts, tokens = run()
+            rows.append((name, len(ran), elapsed, tokens, texts))
 
     base = rows[0][1] / rows[0][2]
     print(f"{'variant':22s} {'seqs':>5s} {'seconds':>8s} {'seq/s':>7s} {'tok/s':>7s} {'x base':>7s} {'kept':>5s}")
