@@ -47,13 +47,17 @@ def main() -> int:
         return len(ids) / (time.perf_counter() - started)
 
     def captured() -> float:
-        started = time.perf_counter()
-        sym.captured_forward(loaded.model, ids, points)
-        return len(ids) / (time.perf_counter() - started)
+        return sym.forward_tps(loaded.model, ids, points, warm_up=False)
 
     plain(), captured()  # warm-up
-    rounds = [(plain(), captured()) if i % 2 == 0 else tuple(reversed((captured(), plain())))
-              for i in range(args.rounds)]
+    rounds = []  # (plain, captured) tok/s, the order alternating
+    for i in range(args.rounds):
+        if i % 2:
+            c = captured()
+            rounds.append((plain(), c))
+        else:
+            p = plain()
+            rounds.append((p, captured()))
     print(f"{len(points)} points, {len(ids)} tokens, {args.rounds} rounds: plain "
           f"{statistics.median(p for p, _ in rounds):.1f} tok/s, captured {statistics.median(c for _, c in rounds):.1f} tok/s")
     print(f"captured/plain = {statistics.median(c / p for p, c in rounds):.3f}")
