@@ -2,7 +2,9 @@
 as the peers' side (benchmarks/peers_torch.py) times its libraries.
 
 Each function returns a throughput (higher is better) and does its own warm-up outside
-the timed span, so a round measures steady-state speed, as the peers' rounds do.
+the timed span, so a round measures steady-state speed, as the peers' rounds do. Symbiont's
+workloads run inside ``cpu_kernels()``, as every ``symbiont`` command and the app's engine
+do (on the CPU backend: the matmul attention and the fast SiLU; nothing elsewhere).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from mlx_hooks.cpu_kernels import cpu_kernels
 from mlx_hooks.generate import hooked_stream_generate
 from mlx_hooks.hooks import hooked
 
@@ -25,7 +28,7 @@ def forward_points(n_layers: int) -> list[str]:
 
 def captured_forward(model, ids: list[int], points: list[str]) -> tuple[mx.array, dict[str, mx.array]]:
     """Logits ``[1, L, V]`` and every point's activation ``[1, L, D]``, evaluated."""
-    with hooked(model, capture=points) as session:
+    with cpu_kernels(), hooked(model, capture=points) as session:
         logits = model(mx.array([ids]))
         cache = {p: session.recorder.stack(p) for p in points}
         mx.eval(logits, cache)
@@ -47,10 +50,11 @@ def generate_tokens(model, tokenizer, prompt: list[int], max_tokens: int, points
     (prefill included, as the peers' ``generate`` calls are timed)."""
     start = time.perf_counter()
     tokens = []
-    for step in hooked_stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, capture=points):
-        if len(step.activations) != len(points):
-            raise RuntimeError(f"step {step.index}: {len(step.activations)} of {len(points)} points captured")
-        tokens.append(step.token)
+    with cpu_kernels():
+        for step in hooked_stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, capture=points):
+            if len(step.activations) != len(points):
+                raise RuntimeError(f"step {step.index}: {len(step.activations)} of {len(points)} points captured")
+            tokens.append(step.token)
     elapsed = time.perf_counter() - start
     return tokens, len(tokens) / elapsed
 
@@ -85,7 +89,7 @@ def symbiont_lora_steps_per_second(model_dir: Path, data_dir: Path, steps: int, 
 
     stamps: list[float] = []
     config = LoRAConfig(rank=8, alpha=8.0, batch_size=4, iters=steps, steps_per_checkpoint=10**9, max_seq_length=512)
-    with tempfile.TemporaryDirectory(prefix="peers-lora-") as adapter_dir:
+    with tempfile.TemporaryDirectory(prefix="peers-lora-") as adapter_dir, cpu_kernels():
         train_student(str(model_dir), data_dir, adapter_dir, config,
                       on_report=lambda *args, **kwargs: stamps.append(time.perf_counter()))
     return _steps_per_second(stamps, warmup)

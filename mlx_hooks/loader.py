@@ -25,6 +25,7 @@ from typing import Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
+from . import cpu_kernels
 from .architectures import ModelDims, dims_from_config
 from .errors import HookPointError, ModelLoadError
 from .fingerprint import ModelFingerprint, fingerprint_model
@@ -230,6 +231,7 @@ def load_model(
     mx.eval(model.parameters())
     # Other Symbiont processes (the chat beside a lab run) budget for this while the model lives.
     hold_while_alive(model, estimate.total_bytes, source.display_name)
+    cpu_kernels.refresh()  # a model loaded inside a cpu_kernels block gets the kernels too
     return LoadedModel(model, tokenizer, source, folder, config, fingerprint, dtype, estimate)
 
 

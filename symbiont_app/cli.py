@@ -369,8 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mlx_hooks.errors import DownloadCancelled
 
+    from mlx_hooks.cpu_kernels import cpu_kernels
+
     try:
-        return args.func(args)
+        with cpu_kernels():
+            return args.func(args)
     except DownloadCancelled as exc:
         print(f"symbiont: {exc}", file=sys.stderr)
         return 130

@@ -24,6 +24,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mlx_hooks.cpu_kernels import cpu_kernels
+
 from .protocol import Event, Failed, Finished, Request
 from .registry import HandlerContext, handler_for
 from .state import EngineState
@@ -123,6 +125,10 @@ class EngineWorker:
                                       details=traceback.format_exc()))
 
     def _run(self) -> None:
+        with cpu_kernels():  # the CPU backend's fast attention and SiLU for every request (see there)
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             request = self._requests.get()
             self._apply_live()
