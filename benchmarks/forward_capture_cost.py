@@ -1,11 +1,13 @@
-"""What capturing costs in one long forward: the peers benchmark's 512-token forward on the
-default model, plain (no hooks) against resid_pre + resid_post of every layer captured.
+"""What capturing costs in one long forward, and what the CPU kernels give back: the peers
+benchmark's 512-token forward on the default model, plain (no hooks, MLX's kernels) against
+resid_pre + resid_post of every layer captured, with MLX's kernels and inside
+``cpu_kernels()`` (as every symbiont command runs; on the CPU backend only).
 
     python benchmarks/forward_capture_cost.py [--rounds 5] [--tokens 512]
 
-Rounds alternate the two; the last line reads `captured/plain = R` (median of the per-round
-ratios). R near 1 says a captured forward is as fast as MLX's own forward, so a gap to the
-torch peers at this workload is the backend's kernels, not the hooks.
+Rounds run the variants back to back, their order alternating; the last two lines read
+`captured/plain = R` and `captured+kernels/plain = R` (medians of the per-round ratios).
+The first near 1 says capturing is nearly free; the second is the kernels' gain.
 """
 
 from __future__ import annotations
@@ -47,20 +49,23 @@ def main() -> int:
         return len(ids) / (time.perf_counter() - started)
 
     def captured() -> float:
-        return sym.forward_tps(loaded.model, ids, points, warm_up=False)
+        return sym.forward_tps(loaded.model, ids, points, warm_up=False, kernels=False)
 
-    plain(), captured()  # warm-up
-    rounds = []  # (plain, captured) tok/s, the order alternating
+    def captured_kernels() -> float:
+        return sym.forward_tps(loaded.model, ids, points, warm_up=False, kernels=None)  # as symbiont runs
+
+    variants = {"plain": plain, "captured": captured, "captured+kernels": captured_kernels}
+    for run in variants.values():  # warm-up
+        run()
+    rounds = []  # {variant: tok/s} per round, the order alternating
     for i in range(args.rounds):
-        if i % 2:
-            c = captured()
-            rounds.append((plain(), c))
-        else:
-            p = plain()
-            rounds.append((p, captured()))
-    print(f"{len(points)} points, {len(ids)} tokens, {args.rounds} rounds: plain "
-          f"{statistics.median(p for p, _ in rounds):.1f} tok/s, captured {statistics.median(c for _, c in rounds):.1f} tok/s")
-    print(f"captured/plain = {statistics.median(c / p for p, c in rounds):.3f}")
+        order = list(variants.items()) if i % 2 == 0 else list(reversed(variants.items()))
+        rounds.append({name: run() for name, run in order})
+    medians = {name: statistics.median(r[name] for r in rounds) for name in variants}
+    print(f"{len(points)} points, {len(ids)} tokens, {args.rounds} rounds: "
+          + ", ".join(f"{name} {tps:.1f} tok/s" for name, tps in medians.items()))
+    print(f"captured/plain = {statistics.median(r['captured'] / r['plain'] for r in rounds):.3f}")
+    print(f"captured+kernels/plain = {statistics.median(r['captured+kernels'] / r['plain'] for r in rounds):.3f}")
     return 0
 
 

@@ -26,22 +26,25 @@ def forward_points(n_layers: int) -> list[str]:
     return [f"resid_{kind}.{i}" for i in range(n_layers) for kind in ("pre", "post")]
 
 
-def captured_forward(model, ids: list[int], points: list[str]) -> tuple[mx.array, dict[str, mx.array]]:
-    """Logits ``[1, L, V]`` and every point's activation ``[1, L, D]``, evaluated."""
-    with cpu_kernels(), hooked(model, capture=points) as session:
+def captured_forward(model, ids: list[int], points: list[str], kernels: bool | None = None
+                     ) -> tuple[mx.array, dict[str, mx.array]]:
+    """Logits ``[1, L, V]`` and every point's activation ``[1, L, D]``, evaluated
+    (``kernels``: ``cpu_kernels``'s choice, None = as the symbiont commands choose)."""
+    with cpu_kernels(kernels), hooked(model, capture=points) as session:
         logits = model(mx.array([ids]))
         cache = {p: session.recorder.stack(p) for p in points}
         mx.eval(logits, cache)
     return logits, cache
 
 
-def forward_tps(model, ids: list[int], points: list[str], repeats: int = 1, warm_up: bool = True) -> float:
+def forward_tps(model, ids: list[int], points: list[str], repeats: int = 1, warm_up: bool = True,
+                kernels: bool | None = None) -> float:
     """Tokens/s of a captured forward over ``ids`` (after one untimed call with ``warm_up``)."""
     if warm_up:
-        captured_forward(model, ids, points)
+        captured_forward(model, ids, points, kernels)
     start = time.perf_counter()
     for _ in range(repeats):
-        captured_forward(model, ids, points)
+        captured_forward(model, ids, points, kernels)
     return repeats * len(ids) / (time.perf_counter() - start)
 
 
