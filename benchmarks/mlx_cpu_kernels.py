@@ -15,7 +15,8 @@ heads × 64, vocab 49152) on a 512-token prompt:
   at a TopK SAE's training shapes (4608 latents, k 32, 512 tokens): the k-th largest
       latent per token (mx.topk against mx.argpartition, k 32 and 256), the gather of
       the k decoder rows per token, the scatter-add of their gradients, and the dense
-      [512, 576] x [576, 4608] product for scale
+      [512, 576] x [576, 4608] product for scale; beside MLX's own top-k, Symbiont's
+      two-pass one (mlx_hooks.sae.top_k: argpartition of chunk maxima, then of k chunks)
 
 MLX's element-wise kernels run on one thread (its CPU stream's), as NumPy's ufuncs do, so
 torch is limited to ``--torch-threads`` (default 1) as well; matrix products in MLX and
@@ -53,6 +54,10 @@ try:
     import torch  # noqa: E402
 except ImportError:
     torch = None
+try:  # the two-pass top-k shown beside MLX's (left out when this file runs outside the project)
+    from mlx_hooks.sae.top_k import top_k_indices  # noqa: E402
+except ImportError:
+    top_k_indices = None
 
 SEQ, D_MODEL, D_MLP, HEADS, HEAD_DIM, VOCAB = 512, 576, 1536, 9, 64, 49152
 SAE_LATENTS, SAE_K = 4608, 32
@@ -178,7 +183,11 @@ def cases():
                 "mlx topk": lambda t=top: mx.topk(pre, t, axis=-1).min(axis=-1),
                 "mlx argpartition": lambda t=top: mx.take_along_axis(
                     pre, mx.argpartition(-pre, t - 1, axis=-1)[:, :t], axis=-1).min(axis=-1),
-            },
+            } | ({} if top_k_indices is None else {
+                # What the SAE trainer does instead on the CPU backend: chunk maxima first.
+                "mlx two-pass": lambda t=top: mx.take_along_axis(
+                    pre, top_k_indices(pre, t, two_pass=True), axis=-1).min(axis=-1),
+            }),
             {"numpy": lambda t=top: np.partition(pre_np, -t, axis=-1)[:, -t]}, 1e-6,
         ))
     return out

@@ -31,6 +31,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..backend import backend_info
 from .model import SAE, SAEConfig
+from .top_k import top_k_indices
 
 DECODES = ("auto", "sparse", "dense")
 # Fields that change how a step is computed but not what it computes: a checkpoint
@@ -194,10 +195,13 @@ class TopKTrainer:
 
     # -- the step -----------------------------------------------------------------------
     def _loss(self, sae: SAE, x: mx.array, dead: mx.array | None):  # x: [N, d_in] normalised
-        pre = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
-        pre = pre @ sae.W_enc + sae.b_enc  # [N, d_sae]
+        # (x - b_dec) @ W_enc written as x @ W_enc - b_dec @ W_enc: the same value, but b_dec's
+        # gradient through the encoder becomes a [d_sae] x [d_sae, d_in] product instead of the
+        # [N, d_sae] x [d_sae, d_in] one autodiff makes for (x - b_dec), a fifth of a step here.
+        bias = sae.b_enc - sae.b_dec @ sae.W_enc if sae.cfg.apply_b_dec_to_input else sae.b_enc  # [d_sae]
+        pre = x @ sae.W_enc + bias  # [N, d_sae]
         k = self.config.k
-        index = mx.stop_gradient(mx.argpartition(-pre, k - 1, axis=-1)[:, :k])  # [N, k]
+        index = mx.stop_gradient(top_k_indices(pre, k))  # [N, k]
         values = nn.relu(mx.take_along_axis(pre, index, axis=-1))  # [N, k]
         if self.decode == "dense":
             # The same k latents as `index` (not `pre >= k-th value`, which lets ties in), so
@@ -213,7 +217,8 @@ class TopKTrainer:
         if dead is not None:
             # Auxiliary loss: the top aux_k *dead* latents try to explain the residual error.
             dead_pre = mx.where(dead, nn.relu(pre), 0.0)
-            kth = mx.topk(dead_pre, self.config.aux_k, axis=-1).min(axis=-1, keepdims=True)
+            aux_index = top_k_indices(mx.stop_gradient(dead_pre), min(self.config.aux_k, pre.shape[-1]))
+            kth = mx.take_along_axis(dead_pre, aux_index, axis=-1).min(axis=-1, keepdims=True)
             aux_latents = mx.where((dead_pre >= kth) & (dead_pre > 0), dead_pre, 0.0)
             residual = mx.stop_gradient(error)
             aux_error = residual - aux_latents @ sae.W_dec
@@ -223,10 +228,16 @@ class TopKTrainer:
     def _make_step(self):
         loss_and_grad = nn.value_and_grad(self.sae, self._loss)
         d_sae = self.config.d_sae
+        self.optimizer.init(self.sae.trainable_parameters())  # a no-op after a resume
+        # The Adam update compiled: one fused pass over each weight instead of a dozen
+        # element-wise passes (13 vs 21 ms a step at 4608 x 576 on the CPU backend; MLX fuses
+        # element-wise graphs on every backend). Compiling the whole step gained nothing more.
+        state = [self.sae.state, self.optimizer.state]
+        apply_gradients = mx.compile(lambda grads: self.optimizer.update(self.sae, grads), inputs=state, outputs=state)
 
         def step(x, dead):
             (loss, (mse, aux, index, values, error)), grads = loss_and_grad(self.sae, x, dead)
-            self.optimizer.update(self.sae, grads)
+            apply_gradients(grads)
             # Keep decoder rows at unit norm, so latent values carry the scale.
             self.sae.W_dec = self.sae.W_dec / mx.maximum(mx.linalg.norm(self.sae.W_dec, axis=-1, keepdims=True), 1e-8)
             fvu = (error**2).sum() / mx.maximum(((x - x.mean(axis=0)) ** 2).sum(), 1e-12)
