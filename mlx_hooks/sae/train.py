@@ -195,11 +195,15 @@ class TopKTrainer:
 
     # -- the step -----------------------------------------------------------------------
     def _loss(self, sae: SAE, x: mx.array, dead: mx.array | None):  # x: [N, d_in] normalised
-        # (x - b_dec) @ W_enc written as x @ W_enc - b_dec @ W_enc: the same value, but b_dec's
-        # gradient through the encoder becomes a [d_sae] x [d_sae, d_in] product instead of the
-        # [N, d_sae] x [d_sae, d_in] one autodiff makes for (x - b_dec), a fifth of a step here.
-        bias = sae.b_enc - sae.b_dec @ sae.W_enc if sae.cfg.apply_b_dec_to_input else sae.b_enc  # [d_sae]
-        pre = x @ sae.W_enc + bias  # [N, d_sae]
+        if not sae.cfg.apply_b_dec_to_input:
+            pre = x @ sae.W_enc + sae.b_enc  # [N, d_sae]
+        else:
+            # The value is (x - b_dec) @ W_enc + b_enc. Autodiff of that would give b_dec its
+            # gradient through an [N, d_sae] x [d_sae, d_in] product, a fifth of a step here;
+            # the zero-valued second term carries it instead, as a [d_sae] x [d_sae, d_in] one.
+            b_dec_delta = sae.b_dec - mx.stop_gradient(sae.b_dec)  # 0, with b_dec's gradient
+            centred = x - mx.stop_gradient(sae.b_dec)  # [N, d_in]
+            pre = centred @ sae.W_enc + sae.b_enc - b_dec_delta @ mx.stop_gradient(sae.W_enc)  # [N, d_sae]
         k = self.config.k
         index = mx.stop_gradient(top_k_indices(pre, k))  # [N, k]
         values = nn.relu(mx.take_along_axis(pre, index, axis=-1))  # [N, k]
