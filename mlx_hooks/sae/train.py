@@ -210,8 +210,12 @@ class TopKTrainer:
         if self.decode == "dense":
             # The same k latents as `index` (not `pre >= k-th value`, which lets ties in), so
             # both decodes train the same latents; the gradient reaches `pre` through the mask.
-            mask = mx.put_along_axis(mx.zeros(pre.shape, dtype=mx.bool_), index, mx.array(True), axis=-1)
-            latents = mx.where(mask, nn.relu(pre), 0.0)  # [N, d_sae]
+            # As a product with a 0/1 mask of the chosen latents that are positive: the same values
+            # and gradients as `where(chosen, relu(pre), 0)`, whose select and relu cost ~10 ms more
+            # a step forward and backward at [512, 4608] on the CPU backend.
+            active = mx.put_along_axis(mx.zeros(pre.shape, dtype=pre.dtype), index,
+                                       (mx.stop_gradient(values) > 0).astype(pre.dtype), axis=-1)
+            latents = pre * active  # [N, d_sae]
             recon = latents @ sae.W_dec + sae.b_dec  # [N, d_in]
         else:
             recon = (values[..., None] * sae.W_dec[index]).sum(axis=1) + sae.b_dec  # [N, k, d_in] -> [N, d_in]
@@ -239,12 +243,12 @@ class TopKTrainer:
         state = [self.sae.state, self.optimizer.state]
         apply_gradients = mx.compile(lambda grads: self.optimizer.update(self.sae, grads), inputs=state, outputs=state)
 
-        def step(x, dead):
+        def step(x, dead, spread: float):
             (loss, (mse, aux, index, values, error)), grads = loss_and_grad(self.sae, x, dead)
             apply_gradients(grads)
             # Keep decoder rows at unit norm, so latent values carry the scale.
             self.sae.W_dec = self.sae.W_dec / mx.maximum(mx.linalg.norm(self.sae.W_dec, axis=-1, keepdims=True), 1e-8)
-            fvu = (error**2).sum() / mx.maximum(((x - x.mean(axis=0)) ** 2).sum(), 1e-12)
+            fvu = (error**2).sum() / max(spread, 1e-12)
             active = values > 0  # [N, k]
             fired = mx.zeros((d_sae,)).at[index.reshape(-1)].add(active.reshape(-1).astype(mx.float32)) > 0
             l0 = active.sum(axis=-1).mean()
@@ -281,10 +285,14 @@ class TopKTrainer:
 
     def advance(self) -> tuple[mx.array, mx.array, mx.array, mx.array]:
         """One optimizer step on the next batch, evaluated: ``(mse, aux, fvu, l0)`` scalars."""
-        x = mx.array(self._next_batch() * self.sae.cfg.input_scale)
+        batch = self._next_batch() * self.sae.cfg.input_scale  # [N, d_in] float32
+        # The batch's summed squared deviation from its mean (FVU's denominator), on the host: in
+        # MLX the column mean of a [512, 576] batch cost 5.5 ms a step on the CPU backend.
+        spread = float(np.square(batch - batch.mean(axis=0)).sum(dtype=np.float64))
+        x = mx.array(batch)
         dead_mask = self.tokens_seen - self.last_fired >= self.config.dead_after_tokens
         dead = mx.array(dead_mask) if dead_mask.any() else None  # no aux work while nothing is dead
-        mse, aux, fvu, l0, fired = self._train_step(x, dead)
+        mse, aux, fvu, l0, fired = self._train_step(x, dead, spread)
         mx.eval(self.sae.parameters(), self.optimizer.state, mse, aux, fvu, l0, fired)
         self.tokens_seen += x.shape[0]
         self.last_fired[np.array(fired)] = self.tokens_seen
