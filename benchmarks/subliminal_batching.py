@@ -31,6 +31,7 @@ from mlx_lm.generate import stream_generate  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from mlx_hooks.backend import backend_info  # noqa: E402
+from mlx_hooks.cpu_kernels import cpu_kernels, default_enabled as cpu_kernels_default  # noqa: E402
 from mlx_hooks.loader import load_model  # noqa: E402
 from symbiont_lab.subliminal.filter import filter_responses  # noqa: E402
 from symbiont_lab.subliminal.numbers import encode_chat, generate_responses  # noqa: E402
@@ -77,13 +78,16 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = load_model(args.model)
-    print(f"backend: {backend_info()}  model: {loaded.name} ({loaded.runtime_dtype})")
+    print(f"backend: {backend_info()}  model: {loaded.name} ({loaded.runtime_dtype})  "
+          f"CPU kernels: {'on' if cpu_kernels_default() else 'off'}")
     spec = TraitSpec("system_prompt", animal="owl")
     prompts = make_number_prompts(args.prompts, seed=0)
     single = prompts[: args.single]
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     warmup = args.warmup == "on" or (args.warmup == "auto" and mx.default_device() == mx.gpu)
-    with teacher_context(spec, loaded) as teacher:
+    # Every variant inside cpu_kernels(), as the symbiont commands run (on the CPU backend the
+    # kernels speed prefill and batched MLPs; $SYMBIONT_KERNELS=mlx runs MLX's own).
+    with cpu_kernels(), teacher_context(spec, loaded) as teacher:
         # (name, prompts run, a function running them) in the order printed; rows[0] is the baseline
         variants = [
             ("stream_generate", single, lambda: run_stream_generate(loaded, teacher, single, args.max_tokens)),
