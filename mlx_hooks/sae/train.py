@@ -116,6 +116,9 @@ DENSE_DECODE_MAX_RATIO = {
     # (d_in 576, a busy machine; medians of 3 rounds, two runs): dense/sparse tok/s 1.1-3.0x
     # at d_sae/k 72 and 144 (d_sae 4608, k 64/32, batch 512/4096), 1.0-1.3x at 128
     # (8192/64, 16384/128), 0.4-0.8x at 256 and 512 (8192/32, 16384/64, 16384/32).
+    # Re-measured 2026-12-05 after the step changes (two-pass top-k, mask product, compiled
+    # Adam; batch 512, 3 rounds, quiet): 2.7x at 72, 1.5x at 144, 2.2x at 128, 0.87-0.98x
+    # (8192/32) and 1.09-1.12x (16384/64) at 256, 0.83-0.87x at 512: still crossing near 192-256.
     "cpu": 192,
     # Reasoned, not measured on Apple silicon: there the products run on MLX's Metal GEMM
     # (~80% of peak) and the gather and scatter-add (native float atomics) are
