@@ -10,7 +10,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_hooks.sae.model import SAEConfig
-from mlx_hooks.sae.top_k import chunk_width, top_k_indices
+from mlx_hooks.sae.top_k import chunk_width, kth_largest, top_k_indices
 from mlx_hooks.sae.train import TopKTrainer, TrainConfig
 from test_sae_training import SMALL, _sparse_data
 
@@ -72,3 +72,22 @@ def test_trainer_loss_and_gradients_equal_the_recipe(tmp_path, decode):
         ref = np.array(ref_grads[name])
         assert np.abs(ref).max() > 1e-5, name
         np.testing.assert_allclose(np.array(grads[name]), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("rows", [1, 8, 64, 512])
+def test_kth_largest_is_the_topk_threshold(rows):
+    scores = np.random.default_rng(rows).standard_normal((rows, 4608)).astype(np.float32)
+    scores[:, :40] = np.round(scores[:, :40])  # some ties
+    got = np.array(kth_largest(mx.array(scores), 32))
+    assert got.shape == (rows, 1)
+    np.testing.assert_array_equal(got[:, 0], -np.partition(-scores, 31, axis=-1)[:, 31])
+
+
+def test_topk_sae_keeps_k_latents_per_token_in_a_large_batch():
+    from mlx_hooks.sae.model import SAE
+
+    sae = SAE(SAEConfig(d_in=32, d_sae=512, k=8, architecture="topk"))
+    sae.W_enc = mx.random.normal((32, 512), key=mx.random.key(0))
+    latents = np.array(sae.encode(mx.random.normal((100, 32), key=mx.random.key(1))))  # 100 rows: the two-pass path
+    positive = (latents > 0).sum(axis=-1)
+    assert positive.max() <= 8 and positive.min() >= 1

@@ -25,6 +25,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..interventions import ForwardContext, FunctionIntervention, PositionSpec, position_mask
+from .top_k import kth_largest
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 NORMALISATIONS = ("none", "constant_scale", "constant_norm_rescale", "layer_norm")
@@ -166,7 +167,7 @@ class SAE(nn.Module):
             # Inference form of BatchTopK: a global threshold learned during training.
             return mx.where(pre > self.threshold, nn.relu(pre), 0.0)
         k = self.cfg.k
-        kth = mx.topk(pre, k, axis=-1).min(axis=-1, keepdims=True)  # [.., 1]: the k-th largest
+        kth = kth_largest(pre, k)  # [.., 1]
         return mx.where(pre >= kth, nn.relu(pre), 0.0)
 
     def encode(self, x: mx.array) -> mx.array:

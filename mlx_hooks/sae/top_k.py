@@ -56,3 +56,16 @@ def top_k_indices(scores: mx.array, k: int, two_pass: bool | None = None) -> mx.
     candidates = mx.take_along_axis(blocks, best[..., None], axis=-2).reshape(*lead, k * c)  # [..., k·c]
     picked = mx.argpartition(candidates, k * c - k, axis=-1)[..., k * c - k:]  # [..., k] positions in candidates
     return mx.take_along_axis(best, picked // c, axis=-1) * c + picked % c
+
+
+# Rows below which MLX's topk wins even on the CPU (one row of 4608: 58 µs against 85 µs for the
+# two passes, 8 rows: 99 against 128 µs; 64 rows: 2.4 ms against 0.87 ms).
+_MIN_ROWS_TWO_PASS = 32
+
+
+def kth_largest(scores: mx.array, k: int) -> mx.array:
+    """The k-th largest entry along the last axis, ``[..., 1]`` (the threshold of a TopK SAE)."""
+    rows = scores.size // max(scores.shape[-1], 1)
+    if rows < _MIN_ROWS_TWO_PASS or backend_info().backend != "cpu":
+        return mx.topk(scores, k, axis=-1).min(axis=-1, keepdims=True)
+    return mx.take_along_axis(scores, top_k_indices(scores, k, two_pass=True), axis=-1).min(axis=-1, keepdims=True)

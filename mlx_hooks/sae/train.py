@@ -31,7 +31,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..backend import backend_info
 from .model import SAE, SAEConfig
-from .top_k import top_k_indices
+from .top_k import kth_largest, top_k_indices
 
 DECODES = ("auto", "sparse", "dense")
 # Fields that change how a step is computed but not what it computes: a checkpoint
@@ -228,8 +228,7 @@ class TopKTrainer:
         if dead is not None:
             # Auxiliary loss: the top aux_k *dead* latents try to explain the residual error.
             dead_pre = mx.where(dead, nn.relu(pre), 0.0)
-            aux_index = top_k_indices(mx.stop_gradient(dead_pre), min(self.config.aux_k, pre.shape[-1]))
-            kth = mx.take_along_axis(dead_pre, aux_index, axis=-1).min(axis=-1, keepdims=True)
+            kth = kth_largest(mx.stop_gradient(dead_pre), min(self.config.aux_k, pre.shape[-1]))  # [N, 1]
             aux_latents = mx.where((dead_pre >= kth) & (dead_pre > 0), dead_pre, 0.0)
             residual = mx.stop_gradient(error)
             aux_error = residual - aux_latents @ sae.W_dec
