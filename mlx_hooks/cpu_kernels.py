@@ -8,20 +8,22 @@ Why this exists: MLX's CPU backend evaluates transcendental element-wise functio
 this project's x86-64 machine, while multiplications, additions, shifts and comparisons
 run at memory speed (~0.2 ns an element). The causal softmax of a 512-token prompt
 (``[1, 9, 512, 512]``) then costs more than the layer's matrix products
-(``benchmarks/mlx_cpu_kernels.py`` times it). ``mx.compile`` does not help: it fuses
+(``benchmarks/mlx_cpu_kernels.py`` times it). ``mx.compile`` alone does not help: it fuses
 element-wise passes (which saves memory traffic, as in the SAE trainer's Adam update) but
-its generated loop still calls the same per-element ``exp``, and measured no faster for SiLU. So ``exp`` is written out
-of cheap ops (Cody–Waite style: round y = x·log2 e to an integer n, a degree-6 polynomial
-for 2^(y − n) on [−0.5, 0.5], and 2^n built in the exponent bits), and the attention of
+its generated loop still calls the same per-element ``exp``, and measured no faster for
+MLX's SiLU. So ``exp`` is written out of cheap ops (Cody–Waite style: round y = x·log2 e
+to an integer n, a degree-6 polynomial for 2^(y − n) on [−0.5, 0.5], and 2^n built in the
+exponent bits), which compiled SiLU then fuses into one loop; and the attention of
 mlx-lm's ``scaled_dot_product_attention`` becomes two BLAS matrix products around that
 softmax. On Metal and CUDA the native kernels are fused and fast, so nothing is swapped
 there (``enabled=None`` asks :func:`default_enabled`).
 
 Accuracy: ``fast_exp`` is within 2e-6 relative of float64 ``exp`` for float32 inputs in
-[−86.5, 88] (below, it saturates at 2^−125 instead of reaching denormals) (the rounding of x·log2 e dominates); softmax, SiLU and the attention agree
-with MLX's own within float32 noise (``tests/test_cpu_kernels.py``, every architecture).
-Both functions carry their own VJPs, so LoRA training through them gets exact gradients
-of the computed values.
+[−86.5, 88], the rounding of x·log2 e dominating (below that range it saturates at 2^−125
+instead of reaching denormals); softmax, SiLU and the attention agree with MLX's own
+within float32 noise (``tests/test_cpu_kernels.py``, every architecture). Both functions
+carry their own VJPs, so LoRA training through them gets exact gradients of the computed
+values.
 
 The swap replaces the module-level names ``scaled_dot_product_attention`` and ``swiglu``
 in the model's mlx-lm architecture modules (that is how those modules call them), and
