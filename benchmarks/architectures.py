@@ -1,6 +1,6 @@
 """Every supported architecture family: the hook invariants' errors and the cost of hooking.
 
-    python benchmarks/architectures.py [--tokens 48] [--rounds 5] [--hidden 512] [--layers 6]
+    python benchmarks/architectures.py [--tokens 48] [--rounds 9] [--hidden 512] [--layers 6] [--vocab 32000]
 
 Part 1, on tiny random models (tests/tiny_models.py): the max absolute error of each
 invariant the test matrix (tests/test_architectures.py) asserts —
@@ -8,7 +8,7 @@ hooked (every point captured) vs unhooked logits; resid_post − resid_pre − a
 mlp_out; resid_pre.0 − embed·scale; self-patch of every point kind (worst over kinds);
 lens(last resid_post) vs the model's log-probabilities; streamed capture vs a full forward.
 Part 2, on random models of the same families at realistic per-token widths
-(``--hidden``, ``--layers``, vocab 32000): greedy decode tok/s of mlx-lm's own
+(``--hidden``, ``--layers``, ``--vocab``): greedy decode tok/s of mlx-lm's own
 ``stream_generate`` (plain) and of ``hooked_stream_generate`` capturing every hook point
 at every token (hooked-full): medians after a warm-up round, and the median of each round's
 hooked ÷ plain (the two back to back, their order alternating).
@@ -82,11 +82,12 @@ def invariant_errors(arch: str, tokenizer) -> dict[str, float]:
     return errors
 
 
-def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, rounds: int) -> tuple[float, float, float]:
+def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, rounds: int,
+                 vocab: int = 32000) -> tuple[float, float, float]:
     """(plain tok/s, hooked-full tok/s, ratio): medians over ``rounds`` after one warm-up round;
     the ratio is the median of each round's hooked ÷ plain, the two runs of a round back to back
     and their order alternating, so load that drifts between rounds cancels."""
-    model = make_model(arch, config=scaled_config(arch, hidden, layers, vocab=32000), embed_scale=1.0)
+    model = make_model(arch, config=scaled_config(arch, hidden, layers, vocab=vocab), embed_scale=1.0)
     points = hook_points(model)
 
     def plain_run() -> float:
@@ -111,9 +112,10 @@ def decode_speed(arch: str, tokenizer, hidden: int, layers: int, tokens: int, ro
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--only", nargs="*", default=None, help="architectures to run (default: all)")
     args = parser.parse_args()
     print(backend_info().summary())
@@ -123,7 +125,7 @@ def main() -> int:
           + f"{'plain tok/s':>13s}{'hooked tok/s':>14s}{'ratio':>7s}")
     for arch in args.only or ARCHITECTURES:
         errors = invariant_errors(arch, tokenizer)
-        plain, full, ratio = decode_speed(arch, tokenizer, args.hidden, args.layers, args.tokens, args.rounds)
+        plain, full, ratio = decode_speed(arch, tokenizer, args.hidden, args.layers, args.tokens, args.rounds, args.vocab)
         print(f"{arch:13s}" + "".join(f"{errors[n]:11.1e}" for n in names)
               + f"{plain:13.1f}{full:14.1f}{ratio:7.2f}", flush=True)
     return 0

@@ -36,7 +36,7 @@ class CacheConfig:
     """Past the budget: ``error`` raises :class:`MemoryBudgetError`, ``drop_oldest`` forgets old positions."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Chunk:
     start: int  # absolute position of the chunk's first column
     data: object  # mx.array [B, L, D] or np.ndarray (bf16 kept as uint16 bits)
@@ -79,13 +79,18 @@ class ActivationRecorder:
         self._device_tail: list[_Chunk] = []  # chunks not yet settled to host
         self._unsettled_copies: list[_Chunk] = []  # device chunks trimmed by a lazy copy, evaluated in settle()
         self._total = 0  # bytes held, kept in step with every change (record runs once per point per step)
+        self._unbounded_device = self.config.budget_bytes is None and self.config.storage == "device"
 
     # -- writing (called from hooks, inside the forward) --------------------------
     def record(self, point: str, x: mx.array, start: int) -> None:
-        chunks = self._chunks.setdefault(point, [])
-        if self.config.budget_bytes is None and (not chunks or chunks[-1].start + chunks[-1].length <= start):
-            # The common case, once per point per decode step: an append with no budget to check.
-            self._append(chunks, _Chunk(start=start, data=x, dtype=x.dtype))
+        chunks = self._chunks.get(point)
+        if chunks is None:
+            chunks = self._chunks[point] = []
+        if self._unbounded_device and (not chunks or chunks[-1].start + chunks[-1].data.shape[1] <= start):
+            # The common case, once per point per decode step: an append with no budget to check
+            # and nothing to move to the host later.
+            chunks.append(_Chunk(start, x, x.dtype))
+            self._total += x.nbytes
             return
         # A re-run over positions already held (e.g. a cache rewound for a new turn)
         # replaces them: history is by position, not by call.

@@ -10,6 +10,7 @@ activations of the position that produced the token, and the output of any
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -143,12 +144,14 @@ temperature view that re-samples the distribution without re-running the model).
         slices[point] = slice(end, end + session.adapter.width(point))
         end = slices[point].stop
 
+    pieces: dict[int, str] = {}  # token id -> its text alone, for the top-k alternatives
+
     with session.attached():
         responses = stream_generate(
             model, tokenizer, mx.array(tokens), max_tokens=max_tokens,
             sampler=sampling.make_sampler(), prompt_cache=prompt_cache,
             stream=generation_stream(),  # the default device now, not when mlx-lm was imported
-            logits_processors=[_float32_logits],
+            logits_processors=_Float32Logits().processors,
         )
         for index, response in enumerate(responses):
             position = prompt_end + index
@@ -157,7 +160,7 @@ temperature view that re-samples the distribution without re-running the model).
             step = _make_step(
                 index, position, response, tokenizer, sampling, top_k,
                 _StepActivations(session, position - 1, row, slices) if wants_activations else None,
-                step_activations, readers, keep_logprobs,
+                step_activations, readers, keep_logprobs, pieces,
             )
             session.recorder.settle()
             yield step
@@ -165,7 +168,7 @@ temperature view that re-samples the distribution without re-running the model).
                 break
 
 
-def _float32_logits(tokens: mx.array, logits: mx.array) -> mx.array:  # [B, V] -> [B, V] float32
+class _Float32Logits:
     """Upcast the logits inside the step's own graph, so the log-probabilities arrive in float32.
 
     Why here and not after the step: mlx-lm queues the next forward (``async_eval``) before it
@@ -174,8 +177,21 @@ def _float32_logits(tokens: mx.array, logits: mx.array) -> mx.array:  # [B, V] -
     an H200, 1B shape in bfloat16) hooked generation with nothing captured ran at 0.51× plain.
     Upcasting before the log-softmax also makes the shown probabilities and entropy float32.
     Greedy choices are unchanged (the upcast keeps the order of the logits).
+
+    Logits already in float32 need nothing, so the processor then empties :attr:`processors`, the
+    very list handed to mlx-lm: mlx-lm tests that list before every step, and while it holds a
+    processor it also keeps the whole token history for it (a concatenate per step). Were a future
+    mlx-lm to copy the list, the processor would simply stay, passing float32 logits through.
     """
-    return logits if logits.dtype == mx.float32 else logits.astype(mx.float32)
+
+    def __init__(self):
+        self.processors: list = [self]
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:  # [B, V] -> [B, V] float32
+        if logits.dtype == mx.float32:
+            self.processors.clear()
+            return logits
+        return logits.astype(mx.float32)
 
 
 class _StepActivations:
@@ -188,7 +204,9 @@ class _StepActivations:
         return {p: self.session.recorder.at(p, self.position)[0] for p in self.session.row_points}
 
     def host(self) -> dict[str, np.ndarray]:  # point -> [D] float32
-        if self.row is not None:
+        if isinstance(self.row, list):  # a float32 decode step: the points' own [B, 1, D_p] arrays
+            host = np.concatenate(self.row, axis=-1)[0, 0]  # [sum of widths]; one host copy, no MLX op
+        elif self.row is not None:
             host = np.array(self.row)[0, 0]  # [sum of widths]; evaluated with its forward
         else:  # no row kept for this position: one transfer of the recorder's arrays
             flat = mx.concatenate([a.reshape(-1) for a in self.mlx().values()])
@@ -196,8 +214,17 @@ class _StepActivations:
         return {p: host[where] for p, where in self.slices.items()}  # [D_p] views of the row
 
 
+def _piece(tokenizer, token: int, pieces: dict[int, str]) -> str:
+    """The text of one token alone, decoded once per generation: the same few alternatives come back
+    step after step, and a tokenizer's ``decode`` costs more than the rest of the step's statistics."""
+    text = pieces.get(token)
+    if text is None:
+        text = pieces[token] = tokenizer.decode([token])
+    return text
+
+
 def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts, step_activations, readers,
-               keep_logprobs=False):
+               keep_logprobs=False, pieces: dict[int, str] | None = None):
     # The step's statistics are computed in numpy: mlx-lm already evaluated the logprobs,
     # and a dozen MLX ops over the vocabulary would cost more than the hooks themselves.
     raw = response.logprobs  # [V], raw, normalised
@@ -212,7 +239,9 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts,
         sampled = sampling.sampling_logprobs(logprobs)  # [V]
         sampling_prob, entropy = float(np.exp(sampled[token])), float(entropy_bits(sampled))
     ids = top_indices(logprobs, min(top_k, logprobs.shape[-1]))
-    alternatives = tuple(TokenAlternative(int(i), float(np.exp(logprobs[i])), tokenizer.decode([int(i)])) for i in ids)
+    if pieces is None:
+        pieces = {}
+    alternatives = tuple(TokenAlternative(i, math.exp(logprobs[i]), _piece(tokenizer, i, pieces)) for i in ids.tolist())
     readings = {}
     if readers:
         activations_mx = step_acts.mlx() if step_acts is not None else {}
@@ -220,7 +249,7 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts,
     activations = step_acts.host() if step_acts is not None and step_activations else {}
     return GenerationStep(
         index=index, position=position, token=token, text=response.text,
-        prob=float(np.exp(logprobs[token])), sampling_prob=sampling_prob, entropy=max(entropy, 0.0) + 0.0,
+        prob=math.exp(logprobs[token]), sampling_prob=sampling_prob, entropy=max(entropy, 0.0) + 0.0,
         raw_entropy=max(raw_entropy, 0.0) + 0.0, top_k=alternatives, activations=activations, readings=readings,
         finish_reason=response.finish_reason, generation_tps=float(response.generation_tps),
         prompt_tokens=int(response.prompt_tokens),

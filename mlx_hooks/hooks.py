@@ -39,6 +39,8 @@ class _HookWrapper(nn.Module):
         object.__setattr__(self, "_role", role)
         object.__setattr__(self, "_layer", layer)
         object.__setattr__(self, "_reads_input", reads_input)
+        # A block's two point names, made once: this runs for every layer at every decode step.
+        object.__setattr__(self, "_block_points", (f"resid_pre.{layer}", f"resid_post.{layer}"))
 
     def __getattr__(self, name: str) -> Any:
         # mlx-lm reads attributes of layers and modules (e.g. `use_sliding` in
@@ -52,21 +54,20 @@ class _HookWrapper(nn.Module):
     def __call__(self, *args, **kwargs):
         session: HookSession = self._session
         role = self._role
+        if role == "block":
+            pre, post = self._block_points
+            x, *rest = args
+            out = self["inner"](session._handle(pre, x), *rest, **kwargs)
+            if isinstance(out, tuple):  # some blocks return (hidden, extras)
+                return (session._handle(post, out[0]), *out[1:])
+            return session._handle(post, out)
         if role == "backbone":
             session._begin_forward(args, kwargs)
             return session._end_forward(self["inner"](*args, **kwargs))
-        if role == "block":
-            x, *rest = args
-            x = session._handle(f"resid_pre.{self._layer}", x)
-            out = self["inner"](x, *rest, **kwargs)
-            if isinstance(out, tuple):  # some blocks return (hidden, extras)
-                return (session._handle(f"resid_post.{self._layer}", out[0]), *out[1:])
-            return session._handle(f"resid_post.{self._layer}", out)
         if self._reads_input:  # attn_z / mlp_hidden: the input of an output or down projection
             x, *rest = args
             return self["inner"](session._handle(role, x), *rest, **kwargs)
-        out = self["inner"](*args, **kwargs)
-        return session._handle(role, out)  # role is the point name (embed, attn_out.i, mlp_out.i)
+        return session._handle(role, self["inner"](*args, **kwargs))  # role is the point name (embed, attn_out.i, mlp_out.i)
 
 
 class HookSession:
@@ -92,7 +93,6 @@ class HookSession:
         :meth:`last_position_row`); streamed generation turns it on."""
         self._forward_captures: dict[str, mx.array] = {}  # point -> [B, L, D] captured in the current forward
         self._last_rows: dict[int, mx.array] = {}  # absolute position -> [B, 1, sum of widths]
-        self._last_kept: tuple[mx.array, mx.array] | None = None  # (activation, its captured copy)
         self.recorder = recorder or ActivationRecorder(cache_config)
         self.prompt_length = prompt_length
         self.interventions: dict[str, list[Intervention]] = {}
@@ -133,7 +133,6 @@ class HookSession:
         length = inputs.shape[1] if inputs is not None and inputs.ndim > 1 else embeddings.shape[1]
         self.ctx = ForwardContext.from_offset(offset, length, self.prompt_length)
         self._forward_captures = {}
-        self._last_kept = None
 
     def _end_forward(self, out):
         if not (self.keep_last_position and self._forward_captures and self.ctx is not None):
@@ -141,13 +140,19 @@ class HookSession:
         if len(self._forward_captures) < len(self.row_points):
             return out  # a point this forward did not reach (the caller falls back to the recorder)
         captured = [self._forward_captures[p] for p in self.row_points]  # [B, L, D_p] each
-        # One concatenate per forward instead of a slice, reshape and transfer per point per step
-        # (37 points cost ~6% of a decode step). The backbone's output is made to depend on it, so it
-        # is computed by the evaluation mlx-lm schedules for the step; evaluated later it would queue
-        # behind the next, already scheduled, decode step.
-        row = mx.concatenate([x if x.shape[1] == 1 else x[:, -1:] for x in captured], axis=-1)  # [B, 1, sum D_p]
-        if row.dtype != mx.float32:
-            row = row.astype(mx.float32)  # numpy has no bfloat16; converted here, with the forward
+        if captured[0].shape[1] == 1 and all(x.dtype == mx.float32 for x in captured):
+            # A decode step in float32: the captures are already the row, read one by one on the host.
+            # A concatenate here cost ~0.3 ms per step on the CPU backend (a copy task per point).
+            row: mx.array | list[mx.array] = captured
+        else:
+            # One concatenate per forward instead of a slice, reshape and transfer per point
+            # (37 points cost ~6% of a decode step).
+            row = mx.concatenate([x if x.shape[1] == 1 else x[:, -1:] for x in captured], axis=-1)  # [B, 1, sum D_p]
+            if row.dtype != mx.float32:
+                row = row.astype(mx.float32)  # numpy has no bfloat16; converted here, with the forward
+        # The backbone's output is made to depend on the row, so it is computed by the evaluation
+        # mlx-lm schedules for the step; evaluated later it would queue behind the next, already
+        # scheduled, decode step.
         if isinstance(out, mx.array):
             out = mx.depends(out, row)
         else:
@@ -157,39 +162,47 @@ class HookSession:
         self._last_rows[last] = row
         return out
 
-    def last_position_row(self, position: int) -> mx.array | None:
-        """The captured points at ``position`` concatenated in :attr:`row_points` order, float32
-        ``[B, 1, sum of widths]``, if a recent forward call ended there (only with
-        :attr:`keep_last_position`). Read it with ``np.array`` and index on the host: an MLX op on it
-        now would queue behind the decode step already scheduled."""
+    def last_position_row(self, position: int) -> mx.array | list[mx.array] | None:
+        """The captured points at ``position`` in :attr:`row_points` order, float32, if a recent
+        forward call ended there (only with :attr:`keep_last_position`): one ``[B, 1, sum of widths]``
+        array, or for a float32 decode step the list of the points' own ``[B, 1, D_p]`` arrays.
+        Read it with ``np.array`` and index on the host: an MLX op on it now would queue behind the
+        decode step already scheduled."""
         return self._last_rows.pop(position, None)
 
     def _handle(self, point: str, x: mx.array) -> mx.array:  # x: [B, L, D]
-        ctx = self.ctx or ForwardContext.from_offset(0, x.shape[1], self.prompt_length)
-        edits = self.interventions.get(point, ())
+        # Runs for every wrapped point at every decode step: the common cases cost a dict lookup each.
+        edits = self.interventions.get(point)
+        if edits:
+            x = self._edit(point, x, edits)
+        if point in self._capture_set:
+            self._capture(point, x)
+        return x
+
+    def _context(self, x: mx.array) -> ForwardContext:
+        return self.ctx or ForwardContext.from_offset(0, x.shape[1], self.prompt_length)
+
+    def _edit(self, point: str, x: mx.array, edits: list[Intervention]) -> mx.array:
+        ctx = self._context(x)
         for intervention in edits:
             edited = intervention(x, ctx)
             x = edited if edited.dtype == x.dtype else edited.astype(x.dtype)
-        if edits and self.watch_finite:
+        if self.watch_finite:
             # Lazy, evaluated by check_finite: every position's squared norm must be finite in float32,
             # which is what the next norm layer computes (a finite 1e30 overflows there, and the model
             # then answers from zeros: finite garbage, not an error).
             self._edited.append((point, mx.all(mx.isfinite(mx.sum(mx.square(x.astype(mx.float32)), axis=-1)))))
-        if point in self._capture_set:
-            # A fresh array object: the model may go on to change `x` in place (gemma3's
-            # `h *= sqrt(d)` right after the embedding), which would change a kept reference.
-            # Captures are read-outs, so they also leave the autograd graph here.
-            if point.startswith("resid_pre.") and self._last_kept is not None and self._last_kept[0] is x:
-                # resid_pre.i is the very array the previous block returned as resid_post.(i-1): one
-                # node, not two. Only between blocks: after `embed` the model scales `x` in place.
-                kept = self._last_kept[1]
-            else:
-                kept = mx.stop_gradient(x)
-            self._last_kept = (x, kept) if point.startswith("resid_post.") else None
-            self.recorder.record(point, kept, ctx.start)
-            if self.keep_last_position:
-                self._forward_captures[point] = kept
         return x
+
+    def _capture(self, point: str, x: mx.array) -> None:
+        # A new handle on the same graph node (no op, no copy): the model may go on to change `x`
+        # in place (gemma3's `h *= sqrt(d)` right after the embedding), which rebinds `x`'s handle
+        # but not this one.
+        kept = mx.array(x)
+        ctx = self.ctx
+        self.recorder.record(point, kept, ctx.start if ctx is not None else 0)
+        if self.keep_last_position:
+            self._forward_captures[point] = kept
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` naming the point and interventions if an intervention made an
@@ -243,7 +256,6 @@ class HookSession:
         self._wrapped_points.clear()
         self.ctx = None
         self._forward_captures, self._last_rows = {}, {}  # mlx-lm runs one forward more than it yields
-        self._last_kept = None
 
     @contextmanager
     def attached(self) -> Iterator["HookSession"]:

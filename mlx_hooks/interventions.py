@@ -24,28 +24,39 @@ PositionSpec = Union[str, Sequence[int]]
 """``"all"``, ``"prompt"``, ``"generated"``, ``"last"`` or explicit absolute positions."""
 
 
-@dataclass(frozen=True)
 class ForwardContext:
-    """Where in the sequence the current forward call is."""
+    """Where in the sequence the current forward call is.
 
-    positions: mx.array
-    """Absolute positions of the call's tokens, ``[B, L]`` int32 (negative = left padding)."""
-    start: int = 0
-    """First position of the call (of its longest row, when rows are left-padded)."""
-    prompt_length: int | None = None
-    """Positions below this are prompt, the rest generated; None: everything is prompt."""
+    ``length``: the call's tokens per row; ``start``: its first position (of the longest row, when
+    rows are left-padded); ``prompt_length``: positions below it are prompt, the rest generated
+    (None: everything is prompt); :attr:`positions`: every token's absolute position."""
+
+    __slots__ = ("_offset", "length", "start", "prompt_length", "_positions")
+
+    def __init__(self, offset, length: int, start: int, prompt_length: int | None = None):
+        self._offset, self.length, self.start, self.prompt_length = offset, length, start, prompt_length
+        self._positions: mx.array | None = None
 
     @classmethod
     def from_offset(cls, offset, length: int, prompt_length: int | None = None) -> "ForwardContext":
         """Positions ``offset .. offset+length-1``; ``offset`` may be per-row (``[B]`` array)."""
-        steps = mx.arange(length, dtype=mx.int32)
         if isinstance(offset, mx.array) and offset.ndim > 0:
-            positions = offset.astype(mx.int32)[:, None] + steps[None]  # [B, L]
-            start = int(mx.max(offset).item())
-        else:
-            start = int(offset)
-            positions = (steps + start)[None]  # [1, L]
-        return cls(positions=positions, start=start, prompt_length=prompt_length)
+            return cls(offset, length, int(mx.max(offset).item()), prompt_length)
+        return cls(int(offset), length, int(offset), prompt_length)
+
+    @property
+    def positions(self) -> mx.array:
+        """Absolute positions of the call's tokens, ``[B, L]`` int32 (negative = left padding).
+
+        Made on first use: the hooks build a context for every forward call, and most calls
+        (captures only) never ask for positions, so the two graph nodes were per-step waste."""
+        if self._positions is None:
+            steps = mx.arange(self.length, dtype=mx.int32)
+            if isinstance(self._offset, mx.array):
+                self._positions = self._offset.astype(mx.int32)[:, None] + steps[None]  # [B, L]
+            else:
+                self._positions = (steps + self._offset)[None]  # [1, L]
+        return self._positions
 
 
 def position_mask(spec: PositionSpec, ctx: ForwardContext) -> mx.array:

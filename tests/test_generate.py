@@ -72,7 +72,7 @@ def test_a_bfloat16_model_streams_float32_logprobs_and_mlx_lm_greedy_tokens(toke
     """The upcast happens inside the step's graph (no op queued behind the next forward): the step's
     log-probabilities are float32 and equal the float32 log-softmax of the model's own logits, and
     the greedy tokens are mlx-lm's."""
-    from mlx_hooks.generate import _float32_logits
+    from mlx_hooks.generate import _Float32Logits
 
     model = make_untied_llama()
     model.set_dtype(mx.bfloat16)
@@ -88,10 +88,27 @@ def test_a_bfloat16_model_streams_float32_logprobs_and_mlx_lm_greedy_tokens(toke
     assert all(s.logprobs.dtype == np.float32 for s in steps)
     expected = _logprobs(model, prompt_tokens + reference[:-1])[len(prompt_tokens) - 1:]  # [N, V]
     assert np.abs(np.stack([s.logprobs for s in steps]) - expected).max() < 2e-2  # bf16 forward, float32 head
+    upcast = _Float32Logits()
     logits = mx.array([[1.0, 3.0, 2.0]], dtype=mx.bfloat16)
-    assert _float32_logits(None, logits).dtype == mx.float32
+    assert upcast(None, logits).dtype == mx.float32
+    assert upcast.processors == [upcast]  # a bfloat16 model keeps the processor for every step
     same = mx.array([[1.0, 2.0]])
-    assert _float32_logits(None, same) is same  # float32 logits pass through untouched
+    assert upcast(None, same) is same  # float32 logits pass through untouched
+    assert upcast.processors == []  # and mlx-lm is told it has no processor left to run
+
+
+def test_a_float32_model_drops_the_upcast_after_the_first_step(model, tokenizer, prompt_tokens, monkeypatch):
+    """mlx-lm keeps the token history only while a processor is listed: with float32 logits the
+    list mlx-lm was given is empty after the prefill, and the tokens are still mlx-lm's own."""
+    import mlx_hooks.generate as generate
+
+    made = []
+    original = generate._Float32Logits
+    monkeypatch.setattr(generate, "_Float32Logits", lambda: made.append(original()) or made[-1])
+    reference = _reference_tokens(model, tokenizer, prompt_tokens)
+    steps = list(hooked_stream_generate(model, tokenizer, prompt_tokens, max_tokens=N_TOKENS))
+    assert [s.token for s in steps] == reference
+    assert len(made) == 1 and made[0].processors == []
 
 
 def test_generation_with_captures_equals_mlx_lm_greedy(model, tokenizer, prompt_tokens):
