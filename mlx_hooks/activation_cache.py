@@ -119,6 +119,24 @@ class ActivationRecorder:
         if budget is not None and self._total > budget:
             self._drop_oldest(budget)
 
+    def record_forward(self, captures: dict[str, mx.array], start: int) -> None:
+        """:meth:`record` for every point of one forward call (each ``[B, L, D_p]`` from ``start``)."""
+        if not self._unbounded_device:
+            for point, x in captures.items():
+                self.record(point, x, start)
+            return
+        every_point, added = self._chunks, 0
+        for point, x in captures.items():
+            chunks = every_point.get(point)
+            if chunks is None:
+                chunks = every_point[point] = []
+            elif chunks[-1].start + chunks[-1].data.shape[1] > start:
+                self.record(point, x, start)  # overlaps what is held: the general path replaces it
+                continue
+            chunks.append(_Chunk(start, x, x.dtype))
+            added += x.nbytes
+        self._total += added
+
     def _append(self, chunks: list[_Chunk], chunk: _Chunk) -> None:
         chunks.append(chunk)
         self._total += chunk.nbytes

@@ -243,3 +243,22 @@ def test_a_budget_below_one_position_is_refused_by_name():
     rec = ActivationRecorder(CacheConfig(budget_bytes=D * 4 - 1, on_budget="drop_oldest"))
     with pytest.raises(MemoryBudgetError, match="smaller than one position"):
         rec.record("a", _chunk(0, 3), 0)
+
+
+@pytest.mark.parametrize("config", [CacheConfig(), CacheConfig(storage="host"), CacheConfig(budget_bytes=10**6)])
+def test_record_forward_holds_what_one_record_per_point_holds(config):
+    """The hooks hand a forward call's captures over in one call: appends, a rewound (overlapping)
+    call and a new point must leave the same history, bytes and positions as separate records."""
+    one_by_one, together = ActivationRecorder(config), ActivationRecorder(config)
+    calls = [(0, {"a": _chunk(0, 4), "b": _chunk(0, 4) * 2}), (4, {"a": _chunk(4, 1), "b": _chunk(4, 1) * 2}),
+             (2, {"a": _chunk(2, 1) + 9, "b": _chunk(2, 1) - 9, "c": _chunk(2, 1)})]
+    for start, captures in calls:
+        for point, x in captures.items():
+            one_by_one.record(point, x, start)
+        together.record_forward(captures, start)
+        one_by_one.settle(), together.settle()
+        assert together.nbytes == one_by_one.nbytes
+        for point in one_by_one.points:
+            assert together.positions(point).tolist() == one_by_one.positions(point).tolist()
+            assert np.array_equal(np.array(together.stack(point)), np.array(one_by_one.stack(point)))
+    assert together.positions("a").tolist() == [0, 1, 2] and together.positions("c").tolist() == [2]

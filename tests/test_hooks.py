@@ -358,3 +358,19 @@ def test_nested_sessions_both_capture_and_restore_in_order(tiny_model):
     np.testing.assert_allclose(delta[3], 4.0 * np.array(v), atol=1e-5)
     assert np.array_equal(delta[[0, 1, 2, 4, 5]], np.zeros((5, 64), np.float32))
     assert np.array_equal(np.array(inner.recorder.stack("resid_post.1")), np.array(outer.recorder.stack("resid_post.1")))
+
+
+def test_captures_made_before_a_forward_fails_are_still_recorded(tiny_model):
+    """Captures are handed to the recorder when the forward call ends; a call that raises part-way
+    still leaves what it captured before the failure (and nothing after it)."""
+
+    def fail(x, ctx):
+        raise RuntimeError("intervention failed")
+
+    session = HookSession(tiny_model, capture=["embed", "resid_post.0", "resid_post.1"],
+                          interventions={"resid_pre.1": FunctionIntervention(fail)})
+    with pytest.raises(RuntimeError, match="intervention failed"):
+        with session.attached():
+            _forward(tiny_model)
+    assert sorted(session.recorder.points) == ["embed", "resid_post.0"]
+    assert session.recorder.positions("embed").tolist() == list(range(len(TOKENS)))
