@@ -78,20 +78,11 @@ class ActivationRecorder:
         self._chunks: dict[str, list[_Chunk]] = {}
         self._device_tail: list[_Chunk] = []  # chunks not yet settled to host
         self._unsettled_copies: list[_Chunk] = []  # device chunks trimmed by a lazy copy, evaluated in settle()
-        self._total = 0  # bytes held, kept in step with every change (record runs once per point per step)
-        self._unbounded_device = self.config.budget_bytes is None and self.config.storage == "device"
+        self._total = 0  # bytes held, kept in step with every change (records run at every decode step)
 
     # -- writing (called from hooks, inside the forward) --------------------------
     def record(self, point: str, x: mx.array, start: int) -> None:
-        chunks = self._chunks.get(point)
-        if chunks is None:
-            chunks = self._chunks[point] = []
-        if self._unbounded_device and (not chunks or chunks[-1].start + chunks[-1].data.shape[1] <= start):
-            # The common case, once per point per decode step: an append with no budget to check
-            # and nothing to move to the host later.
-            chunks.append(_Chunk(start, x, x.dtype))
-            self._total += x.nbytes
-            return
+        chunks = self._chunks.setdefault(point, [])
         # A re-run over positions already held (e.g. a cache rewound for a new turn)
         # replaces them: history is by position, not by call.
         replaced = 0
@@ -120,8 +111,11 @@ class ActivationRecorder:
             self._drop_oldest(budget)
 
     def record_forward(self, captures: dict[str, mx.array], start: int) -> None:
-        """:meth:`record` for every point of one forward call (each ``[B, L, D_p]`` from ``start``)."""
-        if not self._unbounded_device:
+        """:meth:`record` for every point of one forward call (each ``[B, L, D_p]`` from ``start``).
+
+        The hooks' path, once per forward call: with no budget and device storage, a call that
+        continues the history is a plain append per point, with no budget or host move to track."""
+        if self.config.budget_bytes is not None or self.config.storage != "device":
             for point, x in captures.items():
                 self.record(point, x, start)
             return
@@ -130,7 +124,7 @@ class ActivationRecorder:
             chunks = every_point.get(point)
             if chunks is None:
                 chunks = every_point[point] = []
-            elif chunks[-1].start + chunks[-1].data.shape[1] > start:
+            elif chunks[-1].start + chunks[-1].length > start:
                 self.record(point, x, start)  # overlaps what is held: the general path replaces it
                 continue
             chunks.append(_Chunk(start, x, x.dtype))

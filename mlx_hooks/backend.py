@@ -85,6 +85,14 @@ class BackendInfo:
         return "\n".join(lines)
 
 
+def default_device_is_cpu() -> bool:
+    """Whether MLX's default device is the CPU (what every CPU-only code path asks). Cheap, unlike
+    :func:`backend_info`, which also probes the BLAS libraries (~0.6 ms): some callers ask every step."""
+    import mlx.core as mx  # not at import: this module re-executes the program before MLX loads
+
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
 def find_optimized_blas() -> str | None:
     """Path of an optimized BLAS on this Linux system (``SYMBIONT_BLAS`` overrides)."""
     if sys.platform != "linux":

@@ -43,6 +43,8 @@ from typing import Iterator
 
 import mlx.core as mx
 
+from .backend import default_device_is_cpu
+
 _LOG2E = 1.4426950408889634
 _ROUND = 12582912.0  # 1.5 · 2^23: adding it rounds a float32 |y| < 2^22 to an integer
 _ROUND_BITS = 0x4B400000  # the bits of _ROUND as a float32
@@ -245,7 +247,7 @@ def default_enabled() -> bool:
         choice = "auto"
     if choice != "auto":
         return choice == "fast"
-    return mx.default_device().type == mx.DeviceType.cpu
+    return default_device_is_cpu()
 
 
 _swap_lock = threading.Lock()

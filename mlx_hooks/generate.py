@@ -224,7 +224,7 @@ def _piece(tokenizer, token: int, pieces: dict[int, str]) -> str:
 
 
 def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts, step_activations, readers,
-               keep_logprobs=False, pieces: dict[int, str] | None = None):
+               keep_logprobs: bool, pieces: dict[int, str]):
     # The step's statistics are computed in numpy: mlx-lm already evaluated the logprobs,
     # and a dozen MLX ops over the vocabulary would cost more than the hooks themselves.
     raw = response.logprobs  # [V], raw, normalised
@@ -239,8 +239,6 @@ def _make_step(index, position, response, tokenizer, sampling, top_k, step_acts,
         sampled = sampling.sampling_logprobs(logprobs)  # [V]
         sampling_prob, entropy = float(np.exp(sampled[token])), float(entropy_bits(sampled))
     ids = top_indices(logprobs, min(top_k, logprobs.shape[-1]))
-    if pieces is None:
-        pieces = {}
     alternatives = tuple(TokenAlternative(i, math.exp(logprobs[i]), _piece(tokenizer, i, pieces)) for i in ids.tolist())
     readings = {}
     if readers:

@@ -150,7 +150,7 @@ class HookSession:
 
     def _end_forward(self, out):
         self._record_forward()
-        if not (self.keep_last_position and self._forward_captures and self.ctx is not None):
+        if not (self.keep_last_position and self._forward_captures):
             return out
         if len(self._forward_captures) < len(self.row_points):
             return out  # a point this forward did not reach (the caller falls back to the recorder)
@@ -217,7 +217,7 @@ class HookSession:
         if self._in_forward:
             self._forward_captures[point] = kept  # recorded when the call ends (_record_forward)
         else:  # a module called on its own, outside the backbone
-            self.recorder.record(point, kept, self.ctx.start if self.ctx is not None else 0)
+            self.recorder.record(point, kept, self._context(x).start)
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` naming the point and interventions if an intervention made an

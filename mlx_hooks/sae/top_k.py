@@ -19,14 +19,11 @@ import math
 
 import mlx.core as mx
 
+from ..backend import default_device_is_cpu
+
 
 # Rows narrower than this many times k go to argpartition: with few chunks the first pass saves nothing.
 _MIN_WIDTH_PER_K = 8
-
-
-def _on_cpu() -> bool:
-    # Not backend_info(): that also looks for BLAS libraries (0.6 ms), and this runs every step.
-    return mx.default_device().type == mx.DeviceType.cpu
 
 
 def chunk_width(width: int, k: int) -> int:
@@ -46,7 +43,7 @@ def top_k_indices(scores: mx.array, k: int, two_pass: bool | None = None) -> mx.
     (as with ``argpartition``). ``two_pass``: None = on the CPU backend only."""
     width = scores.shape[-1]
     if two_pass is None:
-        two_pass = _on_cpu()
+        two_pass = default_device_is_cpu()
     if not two_pass or width < _MIN_WIDTH_PER_K * k:
         return mx.argpartition(scores, width - k, axis=-1)[..., width - k:]
     c = chunk_width(width, k)
@@ -70,6 +67,6 @@ _MIN_ROWS_TWO_PASS = 32
 def kth_largest(scores: mx.array, k: int) -> mx.array:
     """The k-th largest entry along the last axis, ``[..., 1]`` (the threshold of a TopK SAE)."""
     rows = scores.size // max(scores.shape[-1], 1)
-    if rows < _MIN_ROWS_TWO_PASS or not _on_cpu():
+    if rows < _MIN_ROWS_TWO_PASS or not default_device_is_cpu():
         return mx.topk(scores, k, axis=-1).min(axis=-1, keepdims=True)
     return mx.take_along_axis(scores, top_k_indices(scores, k, two_pass=True), axis=-1).min(axis=-1, keepdims=True)
