@@ -81,8 +81,9 @@ def entropy_bits(logprobs) -> np.ndarray:
     if lp.ndim == 1:
         # One dot product (BLAS) instead of three vocabulary-sized temporaries: ~3x faster, and this
         # runs on the host for every generated token. A -inf log-probability (a masked token) gives
-        # 0 * -inf = nan, so that case takes the general path.
-        h = -np.dot(p, lp)
+        # 0 * -inf = nan, so that case takes the general path (and numpy's warning about it is expected).
+        with np.errstate(invalid="ignore"):
+            h = -np.dot(p, lp)
         if np.isfinite(h):
             return h * LOG2E
     return -np.sum(p * np.where(p > 0, lp, 0.0), axis=-1) * LOG2E  # 0·log 0 = 0 (lp may be -inf)
