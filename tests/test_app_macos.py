@@ -212,8 +212,10 @@ def test_quitting_during_a_long_load_neither_freezes_the_window_nor_lingers(qtbo
     exit_s = time.perf_counter() - start
     window.worker.release.set()  # let the fake load end (a real process would be gone)
     window.worker.thread.join(5)
-    assert close_s < 0.5, f"closing blocked the GUI for {close_s:.2f} s"
-    assert exits == [0] and exit_s < 2.0, f"the process lingered {exit_s:.2f} s (exits: {exits})"
+    # The fake load never ends on its own, so a close or an exit that waited for it would take
+    # forever; the bounds leave room for a loaded CI runner, not for a wait on the load.
+    assert close_s < 2.0, f"closing blocked the GUI for {close_s:.2f} s"
+    assert exits == [0] and exit_s < 4.0, f"the process lingered {exit_s:.2f} s (exits: {exits})"
     assert (user_folders / "config" / "settings.json").is_file()  # saved before leaving
 
 
